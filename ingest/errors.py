@@ -33,3 +33,11 @@ class EmbedderUnavailable(IngestError):
 
 class IndexInconsistent(IngestError):
     """The vector index and the DB disagree."""
+
+
+class UnsupportedSource(SourceError):
+    """A file whose format `ingest docs` does not read (or a binary file); it is skipped with a message."""
+
+
+class EmptySource(SourceError):
+    """A file with no text at all; it is skipped with a message."""

@@ -1,0 +1,1 @@
+"""Conversation tables (sessions, messages, reviews) — added by the counselor and API work."""

@@ -1,0 +1,223 @@
+"""Incremental, idempotent loading of documents into the DB: chunk, embed (only what changed), store.
+
+Content hashes decide: a document whose hash is unchanged is not touched; a changed one has its chunks replaced
+in the same transaction that records the new hash, so a run killed at any moment leaves either the old or the
+new version of each document, never a mix. Chunk embeddings are reused by chunk content hash, so editing one
+paragraph re-embeds one chunk. The vector index is synced from the DB afterwards (`ingest.indexing`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Chunk, Document, KnowledgeState, Occupation
+from ingest.chunking import ChunkText, chunk_context, chunk_text
+from ingest.documents import SourceDocument
+from ingest.embedding import Embedder
+from ingest.errors import EmbeddingModelMismatch, RecordError
+from ingest.facts import upsert_occupation
+from ingest.jobs import OccupationRecord
+
+Item = SourceDocument | tuple[SourceDocument, OccupationRecord] | RecordError
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    problems: list[str] = field(default_factory=list)  # one line each: "file:line: reason"
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+@dataclass
+class _Pending:
+    doc: SourceDocument
+    occupation: OccupationRecord | None
+    existing_id: int | None
+    chunks: list[ChunkText] = field(default_factory=list)
+    vectors: list[np.ndarray | None] = field(default_factory=list)
+
+
+def bump_version(session: Session) -> None:
+    session.execute(update(KnowledgeState).where(KnowledgeState.id == 1).values(version=KnowledgeState.version + 1))
+
+
+def check_embedding_model(factory: sessionmaker[Session], model_id: str) -> None:
+    with factory() as s:
+        models = set(s.scalars(select(Chunk.embedding_model).distinct())) - {None}
+    other = models - {model_id}
+    if other:
+        raise EmbeddingModelMismatch(
+            f"the knowledge DB was embedded with {', '.join(sorted(other))}, but the configured embedder is "
+            f"{model_id} — run `ingest reindex` to re-embed it with {model_id} (or set JINRO_EMBEDDER back)"
+        )
+
+
+def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    batch: list[Item] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Ingester:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        embedder: Embedder,
+        *,
+        chunk_size: int = 600,
+        chunk_overlap: int = 120,
+        batch_size: int = 64,
+        kind: str = "doc",
+    ) -> None:
+        self.factory, self.embedder = factory, embedder
+        self.chunk_size, self.chunk_overlap, self.batch_size, self.kind = chunk_size, chunk_overlap, batch_size, kind
+
+    def run(self, items: Iterable[Item], on_progress: Callable[[int], None] | None = None) -> IngestReport:
+        check_embedding_model(self.factory, self.embedder.model_id)
+        report = IngestReport()
+        seen: dict[str, str] = {}
+        for batch in _batches(items, self.batch_size):
+            docs: list[tuple[SourceDocument, OccupationRecord | None]] = []
+            for item in batch:
+                if isinstance(item, RecordError):
+                    report.problems.append(str(item))
+                    continue
+                doc, occ = item if isinstance(item, tuple) else (item, None)
+                if doc.external_id in seen:
+                    report.problems.append(
+                        f"{doc.source_path}: duplicate document {doc.external_id!r} (already read from "
+                        f"{seen[doc.external_id]}); kept the first"
+                    )
+                    continue
+                if not doc.text.strip():
+                    report.problems.append(f"{doc.source_path}: document {doc.external_id!r} has an empty text; skipped")
+                    continue
+                seen[doc.external_id] = doc.source_path
+                docs.append((doc, occ))
+            self._ingest_batch(docs, report)
+            if on_progress:
+                on_progress(len(batch))
+        return report
+
+    def _ingest_batch(self, docs: Sequence[tuple[SourceDocument, OccupationRecord | None]], report: IngestReport) -> None:
+        if not docs:
+            return
+        with self.factory() as s:
+            existing = {
+                ext: (doc_id, h)
+                for doc_id, ext, h in s.execute(
+                    select(Document.id, Document.external_id, Document.content_hash).where(
+                        Document.external_id.in_([d.external_id for d, _ in docs])
+                    )
+                )
+            }
+            pending: list[_Pending] = []
+            for doc, occ in docs:
+                old = existing.get(doc.external_id)
+                if old and old[1] == doc.content_hash:
+                    report.unchanged += 1
+                    continue
+                p = _Pending(doc, occ, old[0] if old else None)
+                p.chunks = chunk_text(doc.text, self.chunk_size, self.chunk_overlap)
+                pending.append(p)
+            if not pending:
+                return
+            self._embed(s, pending, report)
+            for p in pending:
+                self._write(s, p)
+                if p.existing_id is None:
+                    report.added += 1
+                else:
+                    report.updated += 1
+            bump_version(s)
+            s.commit()
+
+    def _embed(self, s: Session, pending: list[_Pending], report: IngestReport) -> None:
+        """Reuse stored vectors of identical chunks (same text and title); embed the rest in one call."""
+        keys = {self._key(p, c) for p in pending for c in p.chunks}
+        reuse: dict[str, bytes] = {}
+        key_list = list(keys)
+        for i in range(0, len(key_list), 500):
+            rows = s.execute(
+                select(Chunk.content_hash, Chunk.embedding).where(
+                    Chunk.content_hash.in_(key_list[i : i + 500]),
+                    Chunk.embedding_model == self.embedder.model_id,
+                    Chunk.embedding.is_not(None),
+                )
+            )
+            reuse.update({h: e for h, e in rows})
+        todo: list[tuple[_Pending, int, str]] = []
+        for p in pending:
+            p.vectors = [None] * len(p.chunks)
+            for i, c in enumerate(p.chunks):
+                blob = reuse.get(self._key(p, c))
+                if blob is not None:
+                    p.vectors[i] = np.frombuffer(blob, dtype=np.float32)
+                    report.chunks_reused += 1
+                else:
+                    todo.append((p, i, chunk_context(p.doc.title, c.text)))
+        if todo:
+            vectors = self.embedder.embed([t for _, _, t in todo])
+            for (p, i, _), v in zip(todo, vectors):
+                p.vectors[i] = v
+            report.chunks_embedded += len(todo)
+
+    @staticmethod
+    def _key(p: _Pending, c: ChunkText) -> str:
+        """A chunk's content hash covers its title too, since the title is embedded with it."""
+        return ChunkText(c.position, chunk_context(p.doc.title, c.text)).content_hash
+
+    def _write(self, s: Session, p: _Pending) -> None:
+        d = p.doc
+        if p.existing_id is not None:
+            s.execute(delete(Chunk).where(Chunk.document_id == p.existing_id))
+            s.execute(
+                update(Document).where(Document.id == p.existing_id).values(
+                    title=d.title, source_path=d.source_path, content_hash=d.content_hash, as_of=d.as_of,
+                    meta=d.metadata, kind=self.kind,
+                )
+            )
+            doc_id = p.existing_id
+        else:
+            row = Document(external_id=d.external_id, kind=self.kind, title=d.title, source_path=d.source_path,
+                           content_hash=d.content_hash, as_of=d.as_of, meta=d.metadata)
+            s.add(row)
+            s.flush()
+            doc_id = row.id
+        s.add_all(
+            Chunk(document_id=doc_id, position=c.position, text=c.text, content_hash=self._key(p, c),
+                  embedding_model=self.embedder.model_id, embedding=np.asarray(v, dtype=np.float32).tobytes())
+            for c, v in zip(p.chunks, p.vectors)
+        )
+        if p.occupation is not None:
+            upsert_occupation(s, p.occupation, doc_id)
+
+
+def remove_documents(factory: sessionmaker[Session], external_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Delete documents (their chunks and, for job documents, the occupation). Returns (removed, not_found)."""
+    with factory() as s:
+        rows = dict(s.execute(select(Document.external_id, Document.id).where(Document.external_id.in_(external_ids))).all())
+        if rows:
+            s.execute(delete(Occupation).where(Occupation.document_id.in_(rows.values())))
+            s.execute(delete(Document).where(Document.id.in_(rows.values())))
+            bump_version(s)
+            s.commit()
+    return [e for e in external_ids if e in rows], [e for e in external_ids if e not in rows]

@@ -1,0 +1,66 @@
+"""What is in the knowledge DB and index: the numbers behind `ingest status` and the API's knowledge stats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from db.models import (
+    Chunk,
+    Document,
+    IngestRun,
+    Occupation,
+    OccupationAlias,
+    OccupationCertificate,
+    OccupationRelation,
+)
+from db.vectorstore import FaissStore
+from ingest.indexing import diff_index, knowledge_version
+from ingest.runtime import Knowledge
+
+
+def knowledge_status(k: Knowledge, store: FaissStore) -> dict[str, Any]:
+    with k.factory() as s:
+        def count(col) -> int:  # noqa: ANN001
+            return int(s.scalar(select(func.count(col))) or 0)
+
+        by_kind = dict(s.execute(select(Document.kind, func.count(Document.id)).group_by(Document.kind)).all())
+        models = dict(
+            s.execute(select(Chunk.embedding_model, func.count(Chunk.id)).group_by(Chunk.embedding_model)).all()
+        )
+        runs = s.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(5)).all()
+        stats = {
+            "database": k.engine.url.render_as_string(hide_password=True),
+            "knowledge_version": knowledge_version(k.factory),
+            "documents": count(Document.id),
+            "documents_by_kind": by_kind,
+            "chunks": count(Chunk.id),
+            "chunks_by_embedding_model": {str(m): n for m, n in models.items()},
+            "occupations": count(Occupation.id),
+            "certificates": count(OccupationCertificate.id),
+            "aliases": count(OccupationAlias.id),
+            "relations": count(OccupationRelation.id),
+            "last_runs": [
+                {
+                    "id": r.id, "command": r.command, "status": r.status,
+                    "started_at": r.started_at.isoformat() if r.started_at else None,
+                    "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                    "added": r.added, "updated": r.updated, "unchanged": r.unchanged, "removed": r.removed,
+                    "errors": r.errors, "chunks_embedded": r.chunks_embedded,
+                }
+                for r in runs
+            ],
+        }
+    diff = diff_index(k.factory, store)
+    stats["index"] = {
+        "path": str(store.index_path),
+        "model": store.model_id,
+        "kind": store.kind,
+        "vectors": len(store),
+        "in_sync": diff.ok,
+        "missing": int(len(diff.missing)),
+        "orphans": int(len(diff.orphans)),
+        "bytes": store.index_path.stat().st_size if store.index_path.exists() else 0,
+    }
+    return stats

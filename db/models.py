@@ -57,6 +57,7 @@ class Chunk(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     embedding_model: Mapped[str | None] = mapped_column(String(255))
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, L2-normalised
+    terms: Mapped[str | None] = mapped_column(Text)  # space-separated morphemes of title + text, for BM25
 
     document: Mapped[Document] = relationship(back_populates="chunks")
 

@@ -68,15 +68,20 @@ def _vectors(factory: sessionmaker[Session], ids: np.ndarray, dim: int) -> np.nd
     return out
 
 
-def sync_index(factory: sessionmaker[Session], store: FaissStore) -> IndexDiff:
-    """Make the index hold exactly the DB's vectors for its model; write it only when something changed."""
+def sync_index(factory: sessionmaker[Session], store: FaissStore, *, save: bool = True) -> IndexDiff:
+    """Make the index hold exactly the DB's vectors for its model; write it only when something changed.
+
+    Readers (the retriever) pass save=False: they bring their in-memory copy up to date without writing.
+    """
     version = knowledge_version(factory)
     diff = diff_index(factory, store)
     if len(diff.orphans):
         store.remove(diff.orphans)
     if len(diff.missing):
         store.add(diff.missing, _vectors(factory, diff.missing, store.dim))
-    if len(diff.orphans) or len(diff.missing) or store.knowledge_version != version or not store.exists:
+    if not save:
+        store.knowledge_version = version
+    elif len(diff.orphans) or len(diff.missing) or store.knowledge_version != version or not store.exists:
         store.save(knowledge_version=version)
     return diff
 

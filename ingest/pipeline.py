@@ -22,6 +22,7 @@ from ingest.embedding import Embedder
 from ingest.errors import EmbeddingModelMismatch, RecordError
 from ingest.facts import upsert_occupation
 from ingest.jobs import OccupationRecord
+from ingest.lexical import morphemes_many
 
 Item = SourceDocument | tuple[SourceDocument, OccupationRecord] | RecordError
 
@@ -48,6 +49,7 @@ class _Pending:
     existing_id: int | None
     chunks: list[ChunkText] = field(default_factory=list)
     vectors: list[np.ndarray | None] = field(default_factory=list)
+    terms: list[list[str]] = field(default_factory=list)
 
 
 def bump_version(session: Session) -> None:
@@ -142,6 +144,8 @@ class Ingester:
                 return
             self._embed(s, pending, report)
             for p in pending:
+                p.terms = morphemes_many([chunk_context(p.doc.title, c.text) for c in p.chunks])
+            for p in pending:
                 self._write(s, p)
                 if p.existing_id is None:
                     report.added += 1
@@ -204,8 +208,9 @@ class Ingester:
             doc_id = row.id
         s.add_all(
             Chunk(document_id=doc_id, position=c.position, text=c.text, content_hash=self._key(p, c),
-                  embedding_model=self.embedder.model_id, embedding=np.asarray(v, dtype=np.float32).tobytes())
-            for c, v in zip(p.chunks, p.vectors)
+                  embedding_model=self.embedder.model_id, embedding=np.asarray(v, dtype=np.float32).tobytes(),
+                  terms=" ".join(t))
+            for c, v, t in zip(p.chunks, p.vectors, p.terms)
         )
         if p.occupation is not None:
             upsert_occupation(s, p.occupation, doc_id)

@@ -64,6 +64,7 @@ def upgrade() -> None:
     sa.Column('content_hash', sa.String(length=64), nullable=False),
     sa.Column('embedding_model', sa.String(length=255), nullable=True),
     sa.Column('embedding', sa.LargeBinary(), nullable=True),
+    sa.Column('terms', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['document_id'], ['documents.id'], name=op.f('fk_chunks_document_id_documents'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_chunks')),
     sa.UniqueConstraint('document_id', 'position', name=op.f('uq_chunks_document_id')),

@@ -1,0 +1,35 @@
+"""Errors of the assistant package. Each message says what went wrong and where."""
+
+from __future__ import annotations
+
+
+class AssistantError(Exception):
+    """Base class of every error raised by `assistant`."""
+
+
+class EvalDataError(AssistantError):
+    """An evaluation file is missing or one of its lines is malformed.
+
+    The message starts with `file:line` (or `file` when no line applies) so the
+    data owner can open the exact spot.
+    """
+
+
+class PromptError(AssistantError):
+    """The prompt cannot be rendered as asked (e.g. a malformed turn sequence)."""
+
+
+class PromptBudgetError(PromptError):
+    """Even with every cuttable part removed the prompt does not fit the context window."""
+
+
+class GenerationError(AssistantError):
+    """A generator cannot be loaded or cannot produce text; the message says what to change."""
+
+
+class RetrievalError(AssistantError):
+    """A query cannot be answered by the retriever (bad input or an unusable knowledge DB)."""
+
+
+class EmptyKnowledge(RetrievalError):
+    """The knowledge DB holds no documents yet; run `ingest jobs data/job_dictionary` first."""

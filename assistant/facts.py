@@ -1,0 +1,193 @@
+"""SQL fact lookup: recognise occupations named in text and return their structured facts.
+
+Matching works on names and the dictionary's similar names, ignoring spaces (`웹 디자이너` = `웹디자이너`) and
+accepting a Korean particle or ending right after the name (`간호사가`, `간호사는`, `간호사되려면`). The longest
+name wins where names overlap (`웹디자이너` over `디자이너`). A similar name shared by many occupations
+(`연구원`) is too vague to identify one and is not used. The name index is loaded once and reloaded only when
+the knowledge version changes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from db.models import Document, Occupation, OccupationAlias
+
+MAX_SCAN_CHARS = 4000  # names are looked for in the first 4,000 characters of a (possibly huge) text
+AMBIGUOUS = 3  # an alias naming more than this many occupations identifies none
+_HANGUL = re.compile(r"[가-힣]")
+_QUALIFIER = re.compile(r"\([^)]*\)")
+# what may follow a name inside the same word: particles, copulas, endings, plural/honorific suffixes
+_FOLLOWERS = (
+    "이", "가", "은", "는", "을", "를", "의", "에", "로", "으로", "와", "과", "도", "만", "랑", "이랑", "하고", "한테",
+    "께", "처럼", "보다", "들", "님", "나", "이나", "란", "이란", "라", "이라", "야", "이야", "요", "이요", "예", "이에",
+    "되", "돼", "될", "된", "하", "할", "해", "했", "직", "쪽", "분야", "일", "이었", "였", "까지", "부터", "인데", "인가",
+    "면", "이면", "지", "이지", "이죠", "죠", "요?",
+)
+
+
+@dataclass(frozen=True)
+class OccupationFacts:
+    """Structured facts of one occupation, ready to be injected into the conversation memory."""
+
+    occupation_id: int
+    code: str
+    name: str
+    external_id: str | None
+    summary: str
+    education_level: str | None
+    skill_years: str | None
+    certificates: tuple[str, ...]
+    similar_names: tuple[str, ...]
+    related: tuple[str, ...]
+    classification: str | None
+    survey_year: int | None
+    matched: str = ""  # the text span that named it
+
+    @property
+    def education_short(self) -> str | None:
+        if not self.education_level:
+            return None
+        m = re.search(r"\(([^)]*)\)\s*$", self.education_level)
+        return m.group(1).strip() if m else self.education_level
+
+
+@dataclass(frozen=True)
+class Mention:
+    occupation_ids: tuple[int, ...]
+    alias: str
+    kind: str  # "name" | "base" | "similar"
+    start: int
+    end: int
+    text: str
+
+
+def compact(text: str) -> str:
+    return "".join(text.split()).replace("·", "").replace("ㆍ", "")
+
+
+@dataclass
+class _NameIndex:
+    by_alias: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    lengths: list[int] = field(default_factory=list)
+
+
+class FactLookup:
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+        self._index = _NameIndex()
+        self.version: int | None = None
+
+    def load(self, version: int | None = None) -> None:
+        by_alias: dict[str, list[tuple[int, str]]] = {}
+        with self.factory() as s:
+            for occ_id, key, kind in s.execute(select(OccupationAlias.occupation_id, OccupationAlias.compact, OccupationAlias.kind)):
+                if len(key) >= 2:
+                    by_alias.setdefault(key, []).append((occ_id, kind))
+        for key, owners in list(by_alias.items()):  # 수의사(일반) is also found as 수의사
+            base = _QUALIFIER.sub("", key)
+            named = [(o, "base") for o, k in owners if k == "name"]
+            if base != key and len(base) >= 2 and named:
+                by_alias.setdefault(base, []).extend(named)
+        for key, owners in list(by_alias.items()):
+            for kind in ("name", "base"):  # an occupation's own name beats other occupations' similar names
+                best = [o for o in owners if o[1] == kind]
+                if best:
+                    by_alias[key] = best
+                    break
+            else:
+                if len(owners) > AMBIGUOUS:
+                    del by_alias[key]
+        self._index = _NameIndex(by_alias, sorted({len(k) for k in by_alias}, reverse=True))
+        self.version = version
+
+    def mentions(self, text: str) -> list[Mention]:
+        """Occupation names in `text`, left to right, longest match first, not overlapping."""
+        text = text[:MAX_SCAN_CHARS]
+        chars: list[str] = []
+        where: list[int] = []
+        for i, ch in enumerate(text):
+            if not ch.isspace() and ch not in "·ㆍ":
+                chars.append(ch)
+                where.append(i)
+        flat = "".join(chars)
+        out: list[Mention] = []
+        i = 0
+        idx = self._index
+        while i < len(flat):
+            if not _HANGUL.match(flat[i]) and not flat[i].isalnum():
+                i += 1
+                continue
+            hit = None
+            for n in idx.lengths:
+                if i + n <= len(flat) and flat[i : i + n] in idx.by_alias:
+                    if self._right_boundary(text, where[i + n - 1]) and self._left_boundary(text, where[i], n):
+                        hit = n
+                        break
+            if hit:
+                key = flat[i : i + hit]
+                owners = idx.by_alias[key]
+                start, end = where[i], where[i + hit - 1] + 1
+                out.append(Mention(tuple(o for o, _ in owners), key, owners[0][1], start, end, text[start:end]))
+                i += hit
+            else:
+                i += 1
+        return out
+
+    @staticmethod
+    def _left_boundary(text: str, start: int, length: int) -> bool:
+        """Short names (2 syllables) must start a word; longer ones may end a compound (`병원간호사`)."""
+        return length > 2 or start == 0 or not _HANGUL.match(text[start - 1])
+
+    @staticmethod
+    def _right_boundary(text: str, last: int) -> bool:
+        rest = []
+        for ch in text[last + 1 :]:
+            if not _HANGUL.match(ch):
+                break
+            rest.append(ch)
+        if not rest:
+            return True
+        tail = "".join(rest)
+        return any(tail.startswith(f) for f in _FOLLOWERS)
+
+    def facts(self, occupation_ids: Sequence[int], matched: str = "") -> list[OccupationFacts]:
+        if not occupation_ids:
+            return []
+        with self.factory() as s:
+            rows = s.scalars(
+                select(Occupation)
+                .where(Occupation.id.in_(list(occupation_ids)))
+                .options(selectinload(Occupation.certificates), selectinload(Occupation.aliases),
+                         selectinload(Occupation.relations))
+            ).all()
+            ext = dict(s.execute(select(Document.id, Document.external_id).where(
+                Document.id.in_([r.document_id for r in rows if r.document_id]))).all())
+            by_id = {r.id: r for r in rows}
+            return [self._record(by_id[i], ext.get(by_id[i].document_id), matched) for i in occupation_ids if i in by_id]
+
+    @staticmethod
+    def _record(o: Occupation, external_id: str | None, matched: str) -> OccupationFacts:
+        return OccupationFacts(
+            occupation_id=o.id, code=o.code, name=o.name, external_id=external_id, summary=o.summary,
+            education_level=o.education_level, skill_years=o.skill_years,
+            certificates=tuple(c.name for c in o.certificates),
+            similar_names=tuple(a.alias for a in o.aliases if a.kind == "similar"),
+            related=tuple(r.related_name for r in o.relations), classification=o.keco_name,
+            survey_year=o.survey_year, matched=matched,
+        )
+
+    def lookup(self, text: str) -> list[OccupationFacts]:
+        """Facts of every occupation named in `text` (an ambiguous similar name gives each of its occupations)."""
+        out: list[OccupationFacts] = []
+        seen: set[int] = set()
+        for m in self.mentions(text):
+            ids = [i for i in m.occupation_ids if i not in seen]
+            seen.update(ids)
+            out.extend(self.facts(ids, matched=m.text))
+        return out

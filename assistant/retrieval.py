@@ -1,0 +1,244 @@
+"""Hybrid Korean retrieval: dense (FAISS) + BM25 over Kiwi morphemes + BM25 over character bigrams, fused by
+weighted reciprocal rank fusion at document level, with occupations named in the query (SQL facts) first.
+
+Modes: `dense`, `bm25`, `bigram`, `hybrid` (fusion of the three), `hybrid+facts` (the default: documents of
+occupations named in the query or the conversation context lead, then the fused list).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from assistant.corpus import Corpus, Snapshot
+from assistant.errors import RetrievalError
+from assistant.facts import FactLookup, OccupationFacts
+from db.vectorstore import FaissStore
+from ingest.embedding import CachedEmbedder, Embedder
+from ingest.lexical import char_bigrams, morphemes
+
+MODES = ("dense", "bm25", "bigram", "hybrid", "hybrid+facts")
+MAX_QUERY_CHARS = 2000  # a longer query is cut to its first 2,000 characters
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """Weighted RRF: score(doc) = sum over lists of weight / (k + rank). Tuned on data/eval/retrieval_dev.jsonl."""
+
+    dense: float = 1.5
+    bm25: float = 1.0
+    bigram: float = 1.0
+    k: float = 10.0
+    depth: int = 100  # candidates taken from each list
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One passage: the best chunk of a document for this query."""
+
+    chunk_id: int
+    document_id: int
+    external_id: str
+    title: str
+    as_of: str | None
+    text: str
+    score: float
+    ranks: dict[str, int] = field(default_factory=dict)  # 1-based rank in each list that found it
+    from_facts: bool = False
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    query: str
+    mode: str
+    hits: list[Hit]
+    facts: list[OccupationFacts]
+    confidence: float  # best dense cosine among the hits (0 when none): low means the DB may not cover it
+    timings_ms: dict[str, float]
+    note: str | None = None
+
+
+class Reranker(Protocol):
+    def rerank(self, query: str, hits: list[Hit]) -> list[Hit]: ...
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers CrossEncoder (local path or hub id) reordering the fused hits."""
+
+    def __init__(self, model: str, top: int = 20) -> None:
+        from sentence_transformers import CrossEncoder
+
+        try:
+            self._model = CrossEncoder(model)
+        except (OSError, ValueError) as exc:
+            raise RetrievalError(f"cannot load reranker {model!r}: {exc} — give a local model directory") from exc
+        self.top = top
+
+    def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        head, tail = hits[: self.top], hits[self.top :]
+        if not head:
+            return hits
+        scores = self._model.predict([(query, f"{h.title}\n{h.text}") for h in head])
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        return [head[i] for i in order] + tail
+
+
+def _doc_ranking(snap: Snapshot, rows: np.ndarray) -> list[int]:
+    """Chunk rows in rank order -> the first (best) row of each document, in order."""
+    seen: set[int] = set()
+    out = []
+    for r in rows:
+        d = int(snap.doc_ids[r])
+        if d not in seen:
+            seen.add(d)
+            out.append(int(r))
+    return out
+
+
+class HybridRetriever:
+    def __init__(self, factory: sessionmaker[Session], embedder: Embedder, store: FaissStore, *,
+                 weights: FusionWeights | None = None, reranker: Reranker | None = None,
+                 check_every: float = 2.0) -> None:
+        if embedder.model_id != store.model_id:
+            raise RetrievalError(
+                f"the embedder is {embedder.model_id} but the index holds {store.model_id} vectors — "
+                "run `ingest reindex` or set JINRO_EMBEDDER to the index's model"
+            )
+        self.embedder = CachedEmbedder(embedder)
+        self.corpus = Corpus(factory, store, check_every=check_every)
+        self.facts = FactLookup(factory)
+        self.weights = weights or FusionWeights()
+        self.reranker = reranker
+
+    def warm(self) -> None:
+        """Load everything now instead of on the first query."""
+        self._snapshot()
+        morphemes("준비")
+        self.embedder.embed(["준비"])
+
+    def _snapshot(self) -> Snapshot:
+        snap = self.corpus.current()
+        if self.facts.version != snap.version:
+            self.facts.load(snap.version)
+        return snap
+
+    # -- the single lists -------------------------------------------------------------------------------
+    def _dense(self, snap: Snapshot, query: str, depth: int) -> tuple[list[int], dict[int, float]]:
+        vec = self.embedder.embed([query])
+        scores, ids = self.corpus.store.search(vec, depth * 2)
+        rows, cos = [], {}
+        for s, cid in zip(scores[0], ids[0]):
+            r = snap.row_of.get(int(cid))
+            if r is not None:
+                rows.append(r)
+                cos[r] = float(s)
+        return _doc_ranking(snap, np.asarray(rows, dtype=np.int64))[:depth], cos
+
+    def _lexical(self, snap: Snapshot, query: str, depth: int, kind: str) -> list[int]:
+        index = snap.morph if kind == "bm25" else snap.bigram
+        if index is None:
+            return []
+        tokens = morphemes(query) if kind == "bm25" else char_bigrams(query)
+        rows, _ = index.top(tokens, depth * 2)
+        return _doc_ranking(snap, rows)[:depth]
+
+    # -- the public call ----------------------------------------------------------------------------------
+    def search(self, query: str, *, k: int = 10, mode: str = "hybrid+facts", context: str = "") -> RetrievalResult:
+        """Top `k` passages (one per document) for `query`; `context` (recent turns, occupations in play)
+        is used to recognise occupations for the facts lookup."""
+        if mode not in MODES:
+            raise RetrievalError(f"unknown retrieval mode {mode!r}: use one of {', '.join(MODES)}")
+        if not isinstance(query, str) or not query.strip():
+            raise RetrievalError("the query is empty — ask a question in words")
+        if k < 1:
+            raise RetrievalError("k must be at least 1")
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        query = query[:MAX_QUERY_CHARS]
+        snap = self._snapshot()
+        timings["refresh"] = (time.perf_counter() - t0) * 1000
+        if snap.empty:
+            return RetrievalResult(query, mode, [], [], 0.0, timings, note="the knowledge DB is empty")
+        if not any(ch.isalnum() for ch in query):
+            return RetrievalResult(query, mode, [], [], 0.0, timings, note="the query has no words")
+        w = self.weights
+        lists: dict[str, list[int]] = {}
+        cos: dict[int, float] = {}
+        if mode in ("dense", "hybrid", "hybrid+facts"):
+            t = time.perf_counter()
+            lists["dense"], cos = self._dense(snap, query, w.depth)
+            timings["dense"] = (time.perf_counter() - t) * 1000
+        for kind in ("bm25", "bigram"):
+            if mode == kind or (mode.startswith("hybrid") and getattr(w, kind) > 0):
+                t = time.perf_counter()
+                lists[kind] = self._lexical(snap, query, w.depth, kind)
+                timings[kind] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        ranked = self._fuse(snap, lists) if mode.startswith("hybrid") else [(r, 1.0 / (1 + i)) for i, r in enumerate(lists[mode])]
+        ranks = {name: {r: i + 1 for i, r in enumerate(rows)} for name, rows in lists.items()}
+        hits = [self._hit(snap, r, s, {n: rk[r] for n, rk in ranks.items() if r in rk}) for r, s in ranked]
+        timings["fusion"] = (time.perf_counter() - t) * 1000
+        facts: list[OccupationFacts] = []
+        if mode == "hybrid+facts":
+            t = time.perf_counter()
+            facts = self.facts.lookup(query) or (self.facts.lookup(context) if context else [])
+            hits = self._facts_first(snap, facts, hits)
+            timings["facts"] = (time.perf_counter() - t) * 1000
+        if self.reranker is not None:
+            t = time.perf_counter()
+            hits = self.reranker.rerank(query, hits)
+            timings["rerank"] = (time.perf_counter() - t) * 1000
+        hits = hits[:k]
+        if not cos and mode != "dense" and hits:  # confidence always comes from the dense scores
+            cos = self._cosines(snap, query, [snap.row_of[h.chunk_id] for h in hits])
+        confidence = max((cos.get(snap.row_of[h.chunk_id], 0.0) for h in hits), default=0.0)
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        return RetrievalResult(query, mode, hits, facts, confidence, timings)
+
+    def _cosines(self, snap: Snapshot, query: str, rows: Sequence[int]) -> dict[int, float]:
+        vec = self.embedder.embed([query])[0]
+        ids = snap.chunk_ids[list(rows)]
+        return {r: float(v @ vec) for r, v in zip(rows, self.corpus.store.vectors(ids))}
+
+    def _fuse(self, snap: Snapshot, lists: dict[str, list[int]]) -> list[tuple[int, float]]:
+        w = self.weights
+        scores: dict[int, float] = {}
+        first_row: dict[int, int] = {}  # doc -> its best chunk row (the first list that ranked it highest)
+        best_rank: dict[int, int] = {}
+        for name, rows in lists.items():
+            weight = getattr(w, name)
+            for rank, r in enumerate(rows, 1):
+                d = int(snap.doc_ids[r])
+                scores[d] = scores.get(d, 0.0) + weight / (w.k + rank)
+                if rank < best_rank.get(d, 1 << 30):
+                    best_rank[d], first_row[d] = rank, r
+        order = sorted(scores, key=lambda d: (-scores[d], best_rank[d]))
+        return [(first_row[d], scores[d]) for d in order]
+
+    @staticmethod
+    def _hit(snap: Snapshot, row: int, score: float, ranks: dict[str, int], from_facts: bool = False) -> Hit:
+        return Hit(int(snap.chunk_ids[row]), int(snap.doc_ids[row]), snap.external_ids[row], snap.titles[row],
+                   snap.as_ofs[row], snap.texts[row], float(score), ranks, from_facts)
+
+    @staticmethod
+    def _facts_first(snap: Snapshot, facts: list[OccupationFacts], hits: list[Hit]) -> list[Hit]:
+        if not facts:
+            return hits
+        wanted = [f.external_id for f in facts if f.external_id]
+        by_ext = {h.external_id: h for h in hits}
+        lead: list[Hit] = []
+        for ext in wanted:
+            if ext in by_ext:
+                h = by_ext[ext]
+                lead.append(Hit(h.chunk_id, h.document_id, h.external_id, h.title, h.as_of, h.text, h.score, h.ranks, True))
+            else:
+                row = snap.first_row.get(ext)  # first chunk of that document
+                if row is None:
+                    continue
+                lead.append(HybridRetriever._hit(snap, row, 0.0, {}, True))
+        lead_ids = {h.external_id for h in lead}
+        return lead + [h for h in hits if h.external_id not in lead_ids]

@@ -1,0 +1,122 @@
+"""Retrieval evaluation: Recall@1/5/10, MRR@10, nDCG@10 and latency per mode.
+
+Recall@k is the share of questions with at least one gold document in the top k (the usual "top-k accuracy"
+of open-domain QA; with one gold id it equals recall). nDCG@10 uses binary relevance over all gold ids.
+
+Input: JSONL lines `{"q": "...", "gold": ["external_id", ...]}`, or a SQuAD/KorQuAD JSON file, whose
+paragraphs become one document each (`squad:<title>:<n>`) and each question's gold is its own paragraph.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from assistant.errors import EvalDataError
+from ingest.documents import SourceDocument, nfc
+
+
+@dataclass(frozen=True)
+class Question:
+    q: str
+    gold: tuple[str, ...]
+
+
+def load_questions(path: Path) -> tuple[list[Question], list[SourceDocument]]:
+    """Questions, plus the documents a SQuAD-format file carries (empty for JSONL)."""
+    if not path.exists():
+        raise EvalDataError(f"{path}: no such file — give a JSONL of {{\"q\", \"gold\"}} lines or a SQuAD JSON file")
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None  # not one JSON document: JSONL
+    if isinstance(whole, dict) and isinstance(whole.get("data"), list):
+        return _squad(path, whole)
+    questions = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalDataError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("q"), str) or not obj["q"].strip():
+            raise EvalDataError(f"{path}:{n}: needs a non-empty string field \"q\"")
+        gold = obj.get("gold")
+        if not isinstance(gold, list) or not gold or not all(isinstance(g, str) for g in gold):
+            raise EvalDataError(f"{path}:{n}: \"gold\" must be a non-empty list of external_id strings")
+        questions.append(Question(nfc(obj["q"]), tuple(gold)))
+    if not questions:
+        raise EvalDataError(f"{path}: no questions in the file")
+    return questions, []
+
+
+def _squad(path: Path, obj: dict) -> tuple[list[Question], list[SourceDocument]]:
+    questions, docs = [], []
+    for article in obj["data"]:
+        title = nfc(str(article.get("title", "")))
+        for n, para in enumerate(article.get("paragraphs", [])):
+            ext = f"squad:{title}:{n}"
+            docs.append(SourceDocument(ext, title or ext, nfc(para["context"]), str(path), None, {"format": "squad"}))
+            for qa in para.get("qas", []):
+                if qa.get("question", "").strip():
+                    questions.append(Question(nfc(qa["question"]), (ext,)))
+    if not questions:
+        raise EvalDataError(f"{path}: the SQuAD file has no questions")
+    return questions, docs
+
+
+def score_ranking(ranked: Sequence[str], gold: Iterable[str]) -> dict[str, float]:
+    gold = set(gold)
+    out: dict[str, float] = {}
+    for k in (1, 5, 10):
+        out[f"recall@{k}"] = float(any(r in gold for r in ranked[:k]))
+    rr = next((1.0 / i for i, r in enumerate(ranked[:10], 1) if r in gold), 0.0)
+    dcg = sum(1.0 / math.log2(i + 1) for i, r in enumerate(ranked[:10], 1) if r in gold)
+    idcg = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(gold), 10) + 1))
+    out["mrr@10"] = rr
+    out["ndcg@10"] = dcg / idcg if idcg else 0.0
+    return out
+
+
+def evaluate(
+    search: Callable[[str, str], list[str]],
+    questions: Sequence[Question],
+    modes: Sequence[str],
+    *,
+    on_progress: Callable[[], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """`search(query, mode)` returns external ids in rank order. One JSON-ready dict per mode."""
+    report: dict[str, dict[str, float]] = {}
+    for mode in modes:
+        totals: dict[str, float] = {}
+        latencies = []
+        for q in questions:
+            t = time.perf_counter()
+            ranked = search(q.q, mode)
+            latencies.append((time.perf_counter() - t) * 1000)
+            for key, v in score_ranking(ranked, q.gold).items():
+                totals[key] = totals.get(key, 0.0) + v
+            if on_progress:
+                on_progress()
+        row = {key: round(v / len(questions), 4) for key, v in totals.items()}
+        row["p50_ms"] = round(float(np.percentile(latencies, 50)), 2)
+        row["p95_ms"] = round(float(np.percentile(latencies, 95)), 2)
+        report[mode] = row
+    return report
+
+
+def failures(search: Callable[[str, str], list[str]], questions: Sequence[Question], mode: str, k: int = 5) -> list[dict]:
+    out = []
+    for q in questions:
+        ranked = search(q.q, mode)
+        if not any(r in q.gold for r in ranked[:k]):
+            out.append({"q": q.q, "gold": list(q.gold), "got": ranked[:k]})
+    return out

@@ -1,0 +1,17 @@
+"""`jinro`: the counselor's command line — serve, chat and evaluate.
+
+Each sub-command lives in its own module; this file only mounts them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from assistant.cli_eval import app as eval_app
+
+app = typer.Typer(
+    help="jinro, a Korean career-counseling assistant.\n\nExample: jinro eval retrieval data/eval/retrieval_dev.jsonl",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(eval_app, name="eval", help="Measure retrieval, dialogue and safety on labelled files.")

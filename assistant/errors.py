@@ -33,3 +33,11 @@ class RetrievalError(AssistantError):
 
 class EmptyKnowledge(RetrievalError):
     """The knowledge DB holds no documents yet; run `ingest jobs data/job_dictionary` first."""
+
+
+class SessionNotFound(AssistantError):
+    """No such session for this caller (or it expired)."""
+
+
+class ConcurrentTurn(AssistantError):
+    """Another turn of the same session was stored at the same time; retry the request."""

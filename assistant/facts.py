@@ -89,8 +89,10 @@ class FactLookup:
             for occ_id, key, kind in s.execute(select(OccupationAlias.occupation_id, OccupationAlias.compact, OccupationAlias.kind)):
                 if len(key) >= 2:
                     by_alias.setdefault(key, []).append((occ_id, kind))
-        for key, owners in list(by_alias.items()):  # 수의사(일반) is also found as 수의사
+        for key, owners in list(by_alias.items()):  # 수의사(일반) is also found as 수의사, 일반의사 as 의사
             base = _QUALIFIER.sub("", key)
+            if base.startswith("일반") and len(base) > 3:
+                base = base[2:]
             named = [(o, "base") for o, k in owners if k == "name"]
             if base != key and len(base) >= 2 and named:
                 by_alias.setdefault(base, []).extend(named)
@@ -181,6 +183,13 @@ class FactLookup:
             related=tuple(r.related_name for r in o.relations), classification=o.keco_name,
             survey_year=o.survey_year, matched=matched,
         )
+
+    def facts_for_documents(self, document_ids: Sequence[int]) -> list[OccupationFacts]:
+        """Facts of the occupations whose passage documents these are (other documents give nothing)."""
+        with self.factory() as s:
+            by_doc = dict(s.execute(select(Occupation.document_id, Occupation.id).where(
+                Occupation.document_id.in_(list(document_ids)))).all())
+        return self.facts([by_doc[d] for d in document_ids if d in by_doc])
 
     def lookup(self, text: str) -> list[OccupationFacts]:
         """Facts of every occupation named in `text` (an ambiguous similar name gives each of its occupations)."""

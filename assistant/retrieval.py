@@ -119,6 +119,7 @@ class HybridRetriever:
         self._snapshot()
         morphemes("준비")
         self.embedder.embed(["준비"])
+        self.facts.mentions("간호사")
 
     def _snapshot(self) -> Snapshot:
         snap = self.corpus.current()

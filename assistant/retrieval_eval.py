@@ -32,7 +32,10 @@ def load_questions(path: Path) -> tuple[list[Question], list[SourceDocument]]:
     """Questions, plus the documents a SQuAD-format file carries (empty for JSONL)."""
     if not path.exists():
         raise EvalDataError(f"{path}: no such file — give a JSONL of {{\"q\", \"gold\"}} lines or a SQuAD JSON file")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalDataError(f"{path}: cannot read as UTF-8 text ({exc})") from exc
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:
@@ -60,14 +63,24 @@ def load_questions(path: Path) -> tuple[list[Question], list[SourceDocument]]:
 
 def _squad(path: Path, obj: dict) -> tuple[list[Question], list[SourceDocument]]:
     questions, docs = [], []
-    for article in obj["data"]:
+    used: set[str] = set()
+    for a, article in enumerate(obj["data"]):
+        where = f"{path}: data[{a}]"
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs", []), list):
+            raise EvalDataError(f"{where}: an article must be an object with a \"paragraphs\" list")
         title = nfc(str(article.get("title", "")))
         for n, para in enumerate(article.get("paragraphs", [])):
+            if not isinstance(para, dict) or not isinstance(para.get("context"), str) or not para["context"].strip():
+                raise EvalDataError(f"{where}.paragraphs[{n}]: needs a non-empty string \"context\"")
             ext = f"squad:{title}:{n}"
+            if ext in used:  # two articles with the same title: keep their paragraphs apart
+                ext = f"squad:{title}#{a}:{n}"
+            used.add(ext)
             docs.append(SourceDocument(ext, title or ext, nfc(para["context"]), str(path), None, {"format": "squad"}))
-            for qa in para.get("qas", []):
-                if qa.get("question", "").strip():
-                    questions.append(Question(nfc(qa["question"]), (ext,)))
+            for qa in para.get("qas", []) or []:
+                question = qa.get("question") if isinstance(qa, dict) else None
+                if isinstance(question, str) and question.strip():
+                    questions.append(Question(nfc(question), (ext,)))
     if not questions:
         raise EvalDataError(f"{path}: the SQuAD file has no questions")
     return questions, docs

@@ -22,4 +22,4 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-    type_annotation_map = {dict: JSON}
+    type_annotation_map = {dict: JSON, list: JSON}

@@ -26,6 +26,16 @@ class Settings(BaseSettings):
     chunk_overlap: int = 120
     """Characters of trailing sentences repeated at the start of the next chunk."""
 
+    generator: str = "grounded"
+    """`grounded` (no LLM, offline default), `transformers:<hub id or path>` or `openai:<base URL>`."""
+    adapter: str | None = None
+    """A PEFT LoRA adapter directory for the transformers generator (from `finetune train`)."""
+    openai_model: str = "counselor"
+    """Model name sent to an OpenAI-compatible server (vLLM: the --lora-modules name)."""
+    openai_api_key: str | None = None
+    session_idle_minutes: int = 60 * 24 * 30
+    """Sessions idle for longer than this are expired (erased)."""
+
     def database_url(self, override: str | None = None) -> str:
         if override:
             return override

@@ -1,0 +1,60 @@
+"""The fact guard: an LLM answer may only name certificates, education levels and figures that appear in the
+facts and passages it was given. Small tuned models do invent such names; an answer that does is replaced by the
+`grounded` answer for that turn (the counselor counts it and queues it for review).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from assistant.prompt import PromptParts
+
+_CERT = re.compile(r"[가-힣A-Za-z0-9()·]{1,20}?(?:산업기사|기능사|기능장|기술사|기사|자격증|면허|[1-3]급)")
+_EDU = re.compile(r"전문대졸|대졸|고졸|중졸|초졸|대학원|석사|박사|학사")
+_NUMBER = re.compile(r"\d[\d,.]*\d|\d")
+_ALLOWED_NUMBERS = {"109", "1388", "112", "117", "119", "1577-0199"}
+_GENERIC = {"자격증", "면허", "관련 자격증", "국가자격증", "국가기술자격증", "민간자격증", "기사", "1급", "2급", "3급"}
+
+
+@dataclass
+class GuardReport:
+    ok: bool
+    unsupported: list[str] = field(default_factory=list)
+
+
+def _compact(text: str) -> str:
+    return "".join(text.split())
+
+
+def context_text(parts: PromptParts) -> str:
+    chunks = [line for b in parts.facts for line in (b.title, *b.lines)] + [f"{p.title} {p.text}" for p in parts.passages]
+    chunks += [parts.summary, *parts.profile_lines, parts.question, *(t.text for t in parts.history)]
+    return "\n".join(chunks)
+
+
+def check_answer(answer: str, parts: PromptParts,
+                 occupation_mentions: Callable[[str], Iterable[str]] | None = None) -> GuardReport:
+    """Claims in `answer` that the context does not support. `occupation_mentions(text)` (optional) names the
+    occupations a text mentions, to check those too."""
+    context = context_text(parts)
+    ctx = _compact(context)
+    unsupported: list[str] = []
+    for m in _CERT.finditer(answer):
+        name = m.group(0).strip("()")
+        if name not in _GENERIC and _compact(name) not in ctx:
+            unsupported.append(f"certificate:{name}")
+    for m in _EDU.finditer(answer):
+        if m.group(0) not in ctx and not (m.group(0) == "대졸" and "대졸" in ctx):
+            unsupported.append(f"education:{m.group(0)}")
+    for m in _NUMBER.finditer(answer):
+        num = m.group(0)
+        if len(num.replace(",", "").replace(".", "")) >= 2 and num not in _ALLOWED_NUMBERS and num not in context:
+            unsupported.append(f"number:{num}")
+    if occupation_mentions is not None:
+        known = set(occupation_mentions(context))
+        for name in occupation_mentions(answer):
+            if name not in known and _compact(name) not in ctx:
+                unsupported.append(f"occupation:{name}")
+    return GuardReport(not unsupported, list(dict.fromkeys(unsupported)))

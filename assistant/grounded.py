@@ -29,16 +29,19 @@ def _source(block: FactBlock) -> str:
 
 def _josa(word: str, pair: tuple[str, str]) -> str:
     """Pick 은/는, 이/가, 을/를, 과/와 by the last syllable's final consonant."""
-    last = word.rstrip(")")[-1:] if word else ""
-    has_final = bool(last) and "가" <= last <= "힣" and (ord(last) - 0xAC00) % 28 != 0
-    return word + (pair[0] if has_final else pair[1])
+    return word + (pair[0] if _has_final(word) else pair[1])
+
+
+def _has_final(word: str) -> bool:
+    """Whether the word (ignoring a trailing "(qualifier)") ends in a syllable with a final consonant."""
+    base = re.sub(r"\([^)]*\)\s*$", "", word).strip() or word
+    last = base[-1:]
+    return bool(last) and "가" <= last <= "힣" and (ord(last) - 0xAC00) % 28 != 0
 
 
 def _copula(word: str) -> str:
     """word + 이에요/예요."""
-    last = word.rstrip(")")[-1:] if word else ""
-    has_final = bool(last) and "가" <= last <= "힣" and (ord(last) - 0xAC00) % 28 != 0
-    return word + ("이에요" if has_final else "예요")
+    return word + ("이에요" if _has_final(word) else "예요")
 
 
 def _opening(intent: str, parts: PromptParts) -> str:

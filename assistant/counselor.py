@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.errors import ConcurrentTurn, RetrievalError
 from assistant.facts import OccupationFacts
-from assistant.factguard import check_answer
+from assistant.factguard import check_answer, leaks_instructions
 from assistant.generation import GenerationRequest, Generator
 from assistant.grounded import GroundedGenerator
 from assistant.grounding import Citation, citations_for, classify, fact_block, passage_of, refers_back
@@ -132,7 +132,7 @@ class Counselor:
                               review=("crisis", 0), urgent=True, clock=clock)
             return
 
-        named = self.retriever.facts.lookup(text)
+        named = self.retriever.lookup_facts(text)
         facts_now = list(named)
         if not named and memory.focus is not None and (refers_back(text) or classify(text) not in ("explore", "greeting")):
             facts_now = [memory.fact_records()[-1]]
@@ -174,7 +174,8 @@ class Counselor:
             answer = "".join(pieces).strip()
             lap("generation")
             report = check_answer(answer, rendered.parts, self._mention_names)
-            guard = "passed" if report.ok and answer else "replaced"
+            leaked = leaks_instructions(answer, self.config.persona)
+            guard = "passed" if report.ok and answer and not leaked else "replaced"
             if guard == "replaced":
                 answer = "".join(self.grounded.stream(request)).strip()
                 if self.metrics is not None:

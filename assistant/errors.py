@@ -41,3 +41,11 @@ class SessionNotFound(AssistantError):
 
 class ConcurrentTurn(AssistantError):
     """Another turn of the same session was stored at the same time; retry the request."""
+
+
+class ModelServerError(GenerationError):
+    """A model server (OpenAI-compatible HTTP) answered with an HTTP error; `status` and `server_message` say which."""
+
+    def __init__(self, message: str, *, status: int, server_message: str) -> None:
+        super().__init__(message)
+        self.status, self.server_message = status, server_message

@@ -58,3 +58,9 @@ def check_answer(answer: str, parts: PromptParts,
             if name not in known and _compact(name) not in ctx:
                 unsupported.append(f"occupation:{name}")
     return GuardReport(not unsupported, list(dict.fromkeys(unsupported)))
+
+
+def leaks_instructions(answer: str, persona: str, window: int = 24) -> bool:
+    """Whether the answer repeats any `window`-character stretch of the instructions (a prompt-injection leak)."""
+    a, p = _compact(answer), _compact(persona)
+    return any(p[i : i + window] in a for i in range(0, max(1, len(p) - window + 1), 4))

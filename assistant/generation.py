@@ -315,7 +315,7 @@ class TransformersGenerator:
         thread = threading.Thread(target=run, name=f"generate:{self.name}", daemon=True)
         thread.start()
         hold = max(len(s) for s in stops) - 1  # keep back what could be the start of a stop string
-        buffer = ""
+        buffer, ended = "", False
         try:
             for piece in streamer:
                 buffer += piece
@@ -329,12 +329,14 @@ class TransformersGenerator:
                     yield buffer[:len(buffer) - hold]
                     buffer = buffer[len(buffer) - hold:]
             else:
+                ended = True
                 if buffer:
                     yield buffer
         finally:
             cancel.set()
-            for _ in streamer:  # drain so the generating thread can finish
-                pass
+            if not ended:  # drain so the generating thread can finish (the stop criterion ends it at once)
+                for _ in streamer:
+                    pass
             thread.join()
         if errors:
             raise GenerationError(f"{self.name} failed while generating: {errors[0]}") from errors[0]

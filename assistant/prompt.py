@@ -27,6 +27,7 @@
     (generation starts here)
 
 Empty context subsections are left out; with no context at all the section reads `(제공된 자료 없음)`.
+Occupation facts are rendered by `assistant.grounding.fact_block` (inference and fine-tuning alike).
 Every counselor turn ends with `EOS_MARKER` (in history too, exactly as the model was trained). Tokenize prompts
 with `assistant.generation.encode_prompt`, which turns the marker into the tokenizer's EOS id for any model.
 
@@ -50,7 +51,6 @@ CONTEXT_HEADER = "### 맥락"
 QUESTION_HEADER = "### 질문"
 ANSWER_HEADER = "### 답변"
 NO_CONTEXT = "(제공된 자료 없음)"
-NO_CERTIFICATE = "등록된 자격증 없음"
 MIN_SUMMARY_CHARS = 30  # a summary cut shorter than this is dropped instead
 ELLIPSIS = "…"
 
@@ -361,55 +361,3 @@ def render_prompt(
             f"the prompt needs {n} tokens even with all context dropped, but only {budget} are available: "
             "shorten the persona, lower reserve_for_answer or raise max_context")
     return RenderedPrompt(text, n, dropped, cur)
-
-
-# ---------------------------------------------------------------- occupation facts
-
-_EDU_SHORT = re.compile(r"\(([^)]*)\)\s*$")
-
-
-def job_fact_block(
-    *,
-    code: str,
-    name: str,
-    summary: str | None = None,
-    education: str | None = None,
-    skill_years: str | None = None,
-    work_place: str | None = None,
-    work_strength: str | None = None,
-    certificates: Sequence[str] = (),
-    related: Sequence[str] = (),
-    similar_names: Sequence[str] = (),
-    as_of: str | int | None = None,
-) -> FactBlock:
-    """The fact block of one 한국직업사전 occupation, exactly as fine-tuning saw it.
-
-    Retrieval must build occupation facts with this function (from the DB columns) so inference matches training.
-    No certificate is written as `자격증: 등록된 자격증 없음`, never as an empty value or a placeholder.
-    """
-    if education:
-        m = _EDU_SHORT.search(education)
-        education = m.group(1).strip() if m else education
-    lines: list[str] = []
-    if summary:
-        lines.append(f"하는 일: {summary}")
-    edu = [f"학력: {education}" if education else "", f"숙련기간: {skill_years}" if skill_years else ""]
-    if any(edu):
-        lines.append(" | ".join(x for x in edu if x))
-    env = [f"작업 장소: {work_place}" if work_place else "", f"작업 강도: {work_strength}" if work_strength else ""]
-    if any(env):
-        lines.append(" | ".join(x for x in env if x))
-    lines.append(f"자격증: {', '.join(certificates)}" if certificates else f"자격증: {NO_CERTIFICATE}")
-    if related:
-        lines.append(f"관련 직업: {', '.join(related)}")
-    if similar_names:
-        lines.append(f"비슷한 이름: {', '.join(similar_names)}")
-    return FactBlock(f"job:{code}", name, str(as_of) if as_of else None, tuple(lines))
-
-
-__all__ = [
-    "ANSWER_HEADER", "CONTEXT_HEADER", "DEFAULT_PERSONA", "EOS_MARKER", "NO_CERTIFICATE", "NO_CONTEXT",
-    "PROMPT_FORMAT", "QUESTION_HEADER", "STOP_SEQUENCES", "FactBlock", "Passage", "PromptParts",
-    "RenderedPrompt", "Segment", "Turn", "escape_data", "job_fact_block", "normalize_turns", "render_prompt",
-    "render_training_segments",
-]

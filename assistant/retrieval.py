@@ -121,6 +121,11 @@ class HybridRetriever:
         self.embedder.embed(["준비"])
         self.facts.mentions("간호사")
 
+    def lookup_facts(self, text: str) -> list[OccupationFacts]:
+        """Occupations named in `text`, with their facts (the name index is refreshed like the rest)."""
+        self._snapshot()
+        return self.facts.lookup(text)
+
     def _snapshot(self) -> Snapshot:
         snap = self.corpus.current()
         if self.facts.version != snap.version:

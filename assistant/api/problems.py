@@ -1,0 +1,174 @@
+"""Every error of the API as `application/problem+json` (RFC 9457): {type, title, status, detail}.
+
+Domain errors are mapped to HTTP statuses in ONE place (`DOMAIN_ERRORS`); the most specific class wins. Each
+detail says what went wrong and what to do about it. Routes raise `Problem` (or a domain error) and never
+build error responses themselves.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from assistant.errors import (
+    AssistantError,
+    ConcurrentTurn,
+    EmptyKnowledge,
+    GenerationError,
+    PromptError,
+    RetrievalError,
+    SessionNotFound,
+)
+from db.errors import DatabaseError, DatabaseUnavailable, SchemaOutdated, VectorIndexError
+from ingest.errors import IngestError
+
+log = logging.getLogger("jinro.api")
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "/problems/"
+
+# exception class -> (status, slug, title); looked up along the exception's MRO, so the most specific wins
+DOMAIN_ERRORS: dict[type[BaseException], tuple[int, str, str]] = {
+    SessionNotFound: (404, "session-not-found", "Session not found"),
+    EmptyKnowledge: (503, "knowledge-empty", "The knowledge DB is empty"),
+    RetrievalError: (422, "unanswerable-query", "The message cannot be answered"),
+    ConcurrentTurn: (409, "concurrent-turn", "Another turn of this session was stored at the same time"),
+    PromptError: (422, "prompt-error", "The conversation cannot be turned into a prompt"),
+    GenerationError: (503, "generator-unavailable", "The answer generator is unavailable"),
+    AssistantError: (400, "assistant-error", "The assistant cannot handle this request"),
+    IngestError: (422, "ingest-error", "The documents cannot be ingested"),
+    DatabaseUnavailable: (503, "database-unavailable", "The database is unavailable"),
+    SchemaOutdated: (503, "schema-outdated", "The database schema is outdated"),
+    VectorIndexError: (503, "index-unavailable", "The vector index is unavailable"),
+    DatabaseError: (503, "database-error", "Database error"),
+    OperationalError: (503, "database-busy", "The database is busy or unreachable"),
+}
+_DETAIL_FOR = {
+    OperationalError: "the database could not complete the request — retry in a moment",
+}
+
+
+class Problem(Exception):
+    """An HTTP error the API answers with a problem document; `extra` members are added to it."""
+
+    def __init__(self, status: int, slug: str, detail: str, *, title: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.slug, self.detail = status, slug, detail
+        self.title = title or http.HTTPStatus(status).phrase
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="jinro"'})
+
+
+def forbidden(detail: str) -> Problem:
+    return Problem(403, "forbidden", detail)
+
+
+def not_found(detail: str, slug: str = "not-found") -> Problem:
+    return Problem(404, slug, detail)
+
+
+def rate_limited(retry_after: float) -> Problem:
+    seconds = max(1, int(retry_after + 0.999))
+    return Problem(429, "rate-limited", f"too many requests for this API key — retry after {seconds} s, or ask an "
+                   "admin for a higher limit (JINRO_RATE_LIMIT_PER_MINUTE / JINRO_RATE_LIMIT_BURST)",
+                   headers={"Retry-After": str(seconds)})
+
+
+def too_large(limit: int) -> Problem:
+    return Problem(413, "payload-too-large", f"the request body is larger than {limit} bytes — send less (split the "
+                   "upload into several requests, or shorten the message)")
+
+
+def problem_body(status: int, slug: str, title: str, detail: str, instance: str | None = None,
+                 **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+def _response(request: Request | None, status: int, slug: str, title: str, detail: str,
+              headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    path = request.url.path if request is not None else None
+    if path and path.startswith("/v1/chat/"):  # OpenAI clients read `error.message`
+        extra.setdefault("error", {"message": detail, "type": slug, "code": status})
+    return JSONResponse(problem_body(status, slug, title, detail, path, **extra), status_code=status,
+                        headers=headers, media_type=PROBLEM_JSON)
+
+
+def domain_mapping(exc: BaseException) -> tuple[int, str, str, str]:
+    """(status, slug, title, detail) of a domain or database error."""
+    for cls in type(exc).__mro__:
+        if cls in DOMAIN_ERRORS:
+            status, slug, title = DOMAIN_ERRORS[cls]
+            return status, slug, title, _DETAIL_FOR.get(cls, str(exc) or title)
+    return 500, "internal-error", "Internal server error", (
+        "the server failed to handle this request — try again; if it keeps failing, report the time of the request")
+
+
+def problem_of(exc: BaseException) -> dict[str, Any]:
+    """The problem document of any exception (used for SSE `error` events, where no response can be sent)."""
+    if isinstance(exc, Problem):
+        return problem_body(exc.status, exc.slug, exc.title, exc.detail, **exc.extra)
+    status, slug, title, detail = domain_mapping(exc)
+    return problem_body(status, slug, title, detail)
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        errors.append({"location": loc, "message": e.get("msg", "invalid"), "type": e.get("type", "")})
+    first = errors[0] if errors else {"location": "request", "message": "invalid"}
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return (f"{first['location']}: {first['message']}{more} — fix the request as described in /docs "
+            "(the `errors` member lists every problem)", errors)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return _response(request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail, errors = _validation_detail(exc)
+        return _response(request, 422, "validation-error", "The request is invalid", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = exc.status_code
+        phrase = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else "Error"
+        detail = str(exc.detail) if exc.detail and exc.detail != phrase else phrase
+        if status == 404:
+            detail = f"no such endpoint {request.method} {request.url.path} — see /docs for the API"
+        elif status == 405:
+            detail = f"{request.method} is not allowed on {request.url.path} — see /docs for the methods it takes"
+        return _response(request, status, phrase.lower().replace(" ", "-"), phrase, detail,
+                         dict(exc.headers or {}))
+
+    for cls in DOMAIN_ERRORS:
+        @app.exception_handler(cls)
+        async def _domain(request: Request, exc: Exception) -> JSONResponse:
+            status, slug, title, detail = domain_mapping(exc)
+            if status >= 500:
+                log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+            return _response(request, status, slug, title, detail)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        status, slug, title, detail = domain_mapping(exc)
+        return _response(request, status, slug, title, detail)

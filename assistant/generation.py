@@ -1,7 +1,7 @@
 """One generator interface (`Generator`), the transformers implementation, and the model/tokenizer loading that
 inference and fine-tuning share (so both tokenize the prompt format the same way).
 
-    gen = TransformersGenerator("EleutherAI/polyglot-ko-1.3b", adapter="runs/polyglot-1.3b/adapter")
+    gen = TransformersGenerator("EleutherAI/polyglot-ko-1.3b", adapter="var/runs/polyglot-ko-1.3b/adapter")
     rendered = render_prompt(parts, count_tokens=gen.count_tokens, max_context=gen.context_window)
     for piece in gen.stream(GenerationRequest(rendered.text, rendered.parts)):
         print(piece, end="")
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
+from urllib.parse import urlparse
 
 from assistant.errors import GenerationError
 from assistant.prompt import EOS_MARKER, PROMPT_FORMAT, PromptParts
@@ -92,10 +95,32 @@ def _load_error(what: str, model: str, exc: Exception) -> GenerationError:
         "set the model to that local path")
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((host.hostname or "huggingface.co", host.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _check_hub(path: str, gguf_file: str | None) -> None:
+    """Fail fast (instead of minutes of download retries) for a hub id that is neither cached nor reachable."""
+    if Path(path).exists() or os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, gguf_file or "config.json"), str):
+        return
+    if not _hub_reachable():
+        raise _load_error("files", path, ConnectionError("the hub is not reachable and the model is not cached"))
+
+
 def load_tokenizer(model: str, gguf_file: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     path, gguf = resolve_model(model, gguf_file)
+    _check_hub(path, gguf)
     try:
         tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
@@ -136,6 +161,7 @@ def load_causal_lm(model: str, gguf_file: str | None = None, *, dtype: Any = Non
     from transformers import AutoModelForCausalLM
 
     path, gguf = resolve_model(model, gguf_file)
+    _check_hub(path, gguf)
     if gguf:
         kwargs["gguf_file"] = gguf
     try:
@@ -192,7 +218,8 @@ def encode_with_offsets(tokenizer: Any, text: str, *, add_bos: bool = True) -> t
         if piece:
             enc = tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
             ids.extend(enc["input_ids"])
-            starts.extend(pos + a for a, _ in enc["offset_mapping"])
+            # an empty span is a whitespace token whose offsets were trimmed (trim_offsets): it sits one char earlier
+            starts.extend(pos + (a - 1 if a == b and a > 0 else a) for a, b in enc["offset_mapping"])
         pos += len(piece)
         if i < len(pieces) - 1:
             ids.append(tokenizer.eos_token_id)
@@ -268,6 +295,7 @@ class TransformersGenerator:
     def _setup(self, model: Any, tokenizer: Any, *, name: str, repetition_penalty: float, temperature: float,
                top_p: float, context_window: int | None) -> None:
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        self._lock = threading.Lock()  # one generation at a time per model (an API server queues requests here)
         self.repetition_penalty, self.temperature, self.top_p = repetition_penalty, temperature, top_p
         cfg = model.config
         self.context_window = context_window or getattr(cfg, "max_position_embeddings", None) or 2048
@@ -306,7 +334,7 @@ class TransformersGenerator:
 
         def run() -> None:
             try:
-                with torch.inference_mode():
+                with self._lock, torch.inference_mode():
                     self.model.generate(**kwargs)
             except BaseException as exc:  # surfaced in the consuming thread
                 errors.append(exc)

@@ -1,0 +1,146 @@
+"""TransformersGenerator on real (tiny and Gemma 270M) models: streaming, stop sequences, adapters, errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from assistant.errors import GenerationError
+from assistant.generation import (GEMMA_GGUF_ALIAS, GenerationRequest, Generator, TransformersGenerator, cut_at_stop,
+                                  encode_prompt, encode_with_offsets, gemma_gguf_path)
+from assistant.prompt import EOS_MARKER, STOP_SEQUENCES, PromptParts, Turn, render_prompt
+from finetune.tiny import TinySpec, build_tiny_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices are faster on one thread, and a shared CI box is not slowed by oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-neox"), TinySpec(vocab_size=2000, corpus_lines=2000))
+
+
+@pytest.fixture(scope="module")
+def gen(tiny):
+    return TransformersGenerator(str(tiny), device="cpu", repetition_penalty=1.0)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny, tmp_path_factory):
+    """A LoRA adapter with non-zero weights (as after training), saved the way `finetune train` saves it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny),
+                           LoraConfig(r=4, target_modules=["query_key_value", "dense_4h_to_h"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    out = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(out)
+    return out
+
+
+def request(gen, question="간호사가 되려면 어떻게 해야 하나요?", **kw) -> GenerationRequest:
+    parts = PromptParts(history=(Turn("student", "안녕하세요"), Turn("counselor", "반가워요.")), question=question)
+    rendered = render_prompt(parts, count_tokens=gen.count_tokens, max_context=gen.context_window)
+    return GenerationRequest(rendered.text, rendered.parts, **kw)
+
+
+def test_is_a_generator(gen):
+    assert isinstance(gen, Generator)
+    assert gen.context_window == 2048 and gen.name.startswith("transformers:")
+
+
+def test_stream_pieces_concatenate_to_the_full_text(gen):
+    pieces = list(gen.stream(request(gen, max_new_tokens=40, stop=())))
+    assert len(pieces) > 1 and all(isinstance(p, str) for p in pieces)
+    ids = encode_prompt(gen.tokenizer, request(gen).prompt)
+    out = gen.model.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False, repetition_penalty=1.0,
+                             eos_token_id=gen.tokenizer.eos_token_id, pad_token_id=gen.tokenizer.pad_token_id)
+    full = gen.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    assert "".join(pieces) == cut_at_stop(full, (EOS_MARKER,))[0]
+
+
+def test_never_yields_past_a_stop_string(gen):
+    full = "".join(gen.stream(request(gen, max_new_tokens=40, stop=())))
+    stop = full[8:11]  # a string the model really produces, in the middle of its answer
+    assert len(stop) == 3 and full.find(stop) > 0
+    pieces = list(gen.stream(request(gen, max_new_tokens=40, stop=(stop,))))
+    assert "".join(pieces) == full[:full.find(stop)]
+    assert all(stop not in p for p in pieces)
+
+
+def test_early_close_stops_generation(gen):
+    stream = gen.stream(request(gen, max_new_tokens=2000, stop=()))
+    next(stream)
+    start = time.perf_counter()
+    stream.close()  # the generating thread is told to stop and joined
+    assert time.perf_counter() - start < 5
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("답변이에요.\n### 질문\n또", STOP_SEQUENCES) == ("답변이에요.", True)
+    assert cut_at_stop("끝<|endoftext|>다음", STOP_SEQUENCES) == ("끝", True)
+    assert cut_at_stop("그냥 문장", STOP_SEQUENCES) == ("그냥 문장", False)
+
+
+def test_eos_marker_becomes_the_eos_id_and_data_cannot_forge_special_tokens(gen):
+    tok = gen.tokenizer
+    ids, starts = encode_with_offsets(tok, "답이에요." + EOS_MARKER + "\n<|padding|>")
+    assert ids.count(tok.eos_token_id) == 1 and tok.pad_token_id not in ids
+    assert starts[ids.index(tok.eos_token_id)] == len("답이에요.")
+
+
+def test_a_prompt_over_the_window_is_refused(gen):
+    long = request(gen)
+    with pytest.raises(GenerationError, match="render_prompt"):
+        list(gen.stream(GenerationRequest(long.prompt * 40, long.parts)))
+
+
+def test_adapter_is_loaded_unmerged_and_changes_the_output(tiny, adapter, gen):
+    from peft import PeftModel
+
+    tuned = TransformersGenerator(str(tiny), adapter=str(adapter), device="cpu", repetition_penalty=1.0)
+    assert isinstance(tuned.model, PeftModel) and tuned.name.endswith("+" + adapter.name)
+    assert any("lora_A" in n for n, _ in tuned.model.named_parameters())
+    ids = torch.tensor([encode_prompt(gen.tokenizer, request(gen).prompt)])
+    with torch.no_grad():
+        assert not torch.allclose(tuned.model(ids).logits, gen.model(ids).logits)
+    assert isinstance("".join(tuned.stream(request(tuned, max_new_tokens=8))), str)
+
+
+def test_missing_paths_are_clear_errors(tiny, tmp_path):
+    with pytest.raises(GenerationError, match="no such model directory"):
+        TransformersGenerator(str(tmp_path / "no-model"))
+    with pytest.raises(GenerationError, match="not a LoRA adapter directory"):
+        TransformersGenerator(str(tiny), adapter=str(tmp_path / "no-adapter"), device="cpu")
+    with pytest.raises(GenerationError, match="config.json"):
+        TransformersGenerator(str(tmp_path))  # exists, but is not a model
+
+
+def test_hub_id_without_network_says_to_set_a_local_path():
+    with pytest.raises(GenerationError, match="local path"):
+        TransformersGenerator("jinro-test/this-model-does-not-exist")
+
+
+@pytest.mark.slow
+def test_gemma_270m_gguf_generates_korean():
+    path = gemma_gguf_path()
+    assert path.is_file() and path.suffix == ".gguf" and path.stat().st_size > 200_000_000
+    gen = TransformersGenerator(GEMMA_GGUF_ALIAS, device="cpu")
+    assert gen.tokenizer.bos_token_id == encode_prompt(gen.tokenizer, "안녕")[0]  # Gemma needs its BOS
+    rendered = render_prompt(PromptParts(question="간호사가 되려면 어떤 공부를 해야 하나요?"),
+                             count_tokens=gen.count_tokens, max_context=1024, reserve_for_answer=16)
+    text = "".join(gen.stream(GenerationRequest(rendered.text, rendered.parts, max_new_tokens=6)))
+    assert text.strip() and "### " not in text

@@ -160,7 +160,8 @@ def throwaway_knowledge(settings: Settings, corpus: Path | None, docs: Sequence[
     from ingest.pipeline import Ingester
 
     with tempfile.TemporaryDirectory(prefix="jinro-eval-") as tmp:
-        k = open_knowledge(f"sqlite:///{Path(tmp) / 'jinro.db'}", Path(tmp) / "index", settings.embedder)
+        k = open_knowledge(f"sqlite:///{Path(tmp) / 'jinro.db'}", Path(tmp) / "index", settings.embedder,
+                           vector_store="faiss")  # a throwaway SQLite DB: never the deployment's pgvector
         try:
             batches: list[tuple[str, Iterator | Sequence, str]] = []
             if corpus is not None:
@@ -188,10 +189,12 @@ def throwaway_knowledge(settings: Settings, corpus: Path | None, docs: Sequence[
             k.engine.dispose()
 
 
-def _check_not_empty(k: Knowledge) -> None:
+def _check_not_empty(k: Knowledge, corpus: Path | None = None) -> None:
     with k.factory() as s:
         n = s.scalar(select(func.count(Document.id))) or 0
     if not n:
+        if corpus is not None:
+            raise EmptyKnowledge(f"{corpus}: no document could be ingested from it — see the messages above")
         where = make_url(k.engine.url).render_as_string(hide_password=True)
         raise EmptyKnowledge(f"the knowledge DB {where} holds no documents — {EMPTY_HINT}")
 
@@ -242,7 +245,7 @@ def _print_failures(mode: str, rows: list[dict], n: int) -> None:
 
 @app.command("retrieval")
 def retrieval(
-    file: Annotated[Path, typer.Argument(help="JSONL of {\"q\", \"gold\": [external_id, ...]} lines, or a SQuAD/KorQuAD JSON file.")],
+    file: Annotated[Path, typer.Argument(help="JSONL of {\"q\": question, \"gold\": list of external_ids} lines, or a SQuAD/KorQuAD JSON file.")],
     db: Annotated[Optional[str], typer.Option("--db", help="Knowledge DB URL (default: JINRO_DB_URL or the SQLite file under JINRO_DATA_DIR).")] = None,
     corpus: Annotated[Optional[Path], typer.Option("--corpus", help="Evaluate on this corpus instead (job-dictionary JSONL or documents), ingested into a throwaway DB.")] = None,
     modes: Annotated[str, typer.Option("--modes", help=f"Comma-separated modes of {', '.join(MODES)}.")] = DEFAULT_MODES,
@@ -265,7 +268,7 @@ def retrieval(
             raise EvalDataError(f"--db cannot be combined with {what}")
         settings = Settings()
         with _knowledge(settings, db, corpus, squad_docs) as know:
-            _check_not_empty(know)
+            _check_not_empty(know, corpus)
             _warn_missing_gold(know, questions)
             retriever = HybridRetriever(know.factory, know.embedder, know.store())
             with _progress() as progress:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Chunk, Document
-from db.vectorstore import FaissStore
+from db.vectorstore import VectorStore
 from ingest.chunking import chunk_context
 from ingest.indexing import knowledge_version, sync_index
 from ingest.lexical import char_bigrams, morphemes_many
@@ -59,6 +59,9 @@ class Snapshot:
     morph: LexicalIndex
     bigram: LexicalIndex | None
     first_row: dict[str, int] = field(default_factory=dict)  # external_id -> row of its first chunk
+    # document-level BM25 (all chunk terms of a document as one text; row i = document doc_rows[i])
+    doc_morph: LexicalIndex | None = None
+    doc_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # first chunk row of each doc
     loaded_at: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
@@ -82,6 +85,11 @@ def load_snapshot(factory: sessionmaker[Session], version: int, *, bigrams: bool
     for i, t in zip(missing, computed):
         terms[i] = t
     ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+    doc_terms: dict[int, list[str]] = {}
+    doc_first: dict[int, int] = {}
+    for i, r in enumerate(rows):
+        doc_terms.setdefault(r.document_id, []).extend(terms[i])
+        doc_first.setdefault(r.document_id, i)
     return Snapshot(
         version=version,
         chunk_ids=ids,
@@ -93,13 +101,16 @@ def load_snapshot(factory: sessionmaker[Session], version: int, *, bigrams: bool
         texts=[r.text for r in rows],
         morph=LexicalIndex(terms),
         bigram=LexicalIndex([char_bigrams(chunk_context(r.title, r.text)) for r in rows]) if bigrams else None,
+        # b=0.3: long documents (many duties) are not penalised much; tuned on the dev set (see docs/retrieval.md)
+        doc_morph=LexicalIndex(list(doc_terms.values()), k1=1.2, b=0.3),
+        doc_rows=np.fromiter(doc_first.values(), dtype=np.int64, count=len(doc_first)),
     )
 
 
 class Corpus:
     """Holds the current snapshot and vector index; `current()` refreshes them when ingest changed the DB."""
 
-    def __init__(self, factory: sessionmaker[Session], store: FaissStore, *, check_every: float = 2.0,
+    def __init__(self, factory: sessionmaker[Session], store: VectorStore, *, check_every: float = 2.0,
                  bigrams: bool = True) -> None:
         self.factory, self.store, self.check_every, self.bigrams = factory, store, check_every, bigrams
         self._lock = threading.Lock()
@@ -120,6 +131,8 @@ class Corpus:
             return self._snapshot  # type: ignore[return-value]
 
     def _refresh(self, version: int) -> None:
+        # FaissStore: re-read the file, then catch up in memory. PgVectorStore: always exists and load() takes the
+        # DB's version (the writers keep the shared table in step), so it is never synced here.
         if self.store.exists:
             self.store.load()
         if self.store.knowledge_version != version:

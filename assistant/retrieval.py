@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from assistant.corpus import Corpus, Snapshot
 from assistant.errors import RetrievalError
 from assistant.facts import FactLookup, OccupationFacts
+from assistant.query import ExpandedQuery, Lexicon, expand, load_lexicon
 from db.vectorstore import FaissStore
 from ingest.embedding import CachedEmbedder, Embedder
 from ingest.lexical import char_bigrams, morphemes
@@ -60,6 +61,7 @@ class RetrievalResult:
     confidence: float  # best dense cosine among the hits (0 when none): low means the DB may not cover it
     timings_ms: dict[str, float]
     note: str | None = None
+    expansion: tuple[str, ...] = ()  # lexicon targets added to the lexical queries (assistant/query.py)
 
 
 class Reranker(Protocol):
@@ -102,7 +104,7 @@ def _doc_ranking(snap: Snapshot, rows: np.ndarray) -> list[int]:
 class HybridRetriever:
     def __init__(self, factory: sessionmaker[Session], embedder: Embedder, store: FaissStore, *,
                  weights: FusionWeights | None = None, reranker: Reranker | None = None,
-                 check_every: float = 2.0) -> None:
+                 check_every: float = 2.0, lexicon: Lexicon | None = None, expansion: bool = True) -> None:
         if embedder.model_id != store.model_id:
             raise RetrievalError(
                 f"the embedder is {embedder.model_id} but the index holds {store.model_id} vectors — "
@@ -113,6 +115,9 @@ class HybridRetriever:
         self.facts = FactLookup(factory)
         self.weights = weights or FusionWeights()
         self.reranker = reranker
+        # student vocabulary -> dictionary terms, added to these lists' queries (see docs/retrieval.md)
+        self.lexicon = (lexicon if lexicon is not None else load_lexicon()) if expansion else None
+        self.expand_lists: tuple[str, ...] = ("bm25", "bigram")  # add "dense" to expand the fused dense list too
 
     def warm(self) -> None:
         """Load everything now instead of on the first query."""
@@ -145,6 +150,16 @@ class HybridRetriever:
         return _doc_ranking(snap, np.asarray(rows, dtype=np.int64))[:depth], cos
 
     def _lexical(self, snap: Snapshot, query: str, depth: int, kind: str) -> list[int]:
+        """BM25 list of documents, each as its best chunk row. `bm25` ranks whole documents (all chunk terms as
+        one text, so terms spread over several chunks add up) and takes the passage from the chunk-level index;
+        `bigram` ranks chunks and keeps each document's best chunk."""
+        if kind == "bm25" and snap.doc_morph is not None and snap.doc_morph.size:
+            tokens = morphemes(query)
+            docs, _ = snap.doc_morph.top(tokens, depth)
+            chunk_rows, _ = snap.morph.top(tokens, depth * 2)
+            best = {int(snap.doc_ids[r]): int(r) for r in _doc_ranking(snap, chunk_rows)}
+            firsts = snap.doc_rows[docs]
+            return [best.get(int(snap.doc_ids[f]), int(f)) for f in firsts]
         index = snap.morph if kind == "bm25" else snap.bigram
         if index is None:
             return []
@@ -172,16 +187,23 @@ class HybridRetriever:
         if not any(ch.isalnum() for ch in query):
             return RetrievalResult(query, mode, [], [], 0.0, timings, note="the query has no words")
         w = self.weights
+        t = time.perf_counter()
+        expanded = expand(query, self.lexicon) if self.lexicon is not None else ExpandedQuery(query)
+        timings["expand"] = (time.perf_counter() - t) * 1000
+        # the dense list gets the expanded text only in `dense` mode: there it helps (dev R@5 0.574 -> 0.697), in
+        # the fused modes it raised MRR but not R@5 (docs/retrieval.md)
+        expand_in = self.expand_lists + (("dense",) if mode == "dense" else ())
+        text_for = {name: expanded.text if name in expand_in else query for name in ("dense", "bm25", "bigram")}
         lists: dict[str, list[int]] = {}
         cos: dict[int, float] = {}
         if mode in ("dense", "hybrid", "hybrid+facts"):
             t = time.perf_counter()
-            lists["dense"], cos = self._dense(snap, query, w.depth)
+            lists["dense"], cos = self._dense(snap, text_for["dense"], w.depth)
             timings["dense"] = (time.perf_counter() - t) * 1000
         for kind in ("bm25", "bigram"):
             if mode == kind or (mode.startswith("hybrid") and getattr(w, kind) > 0):
                 t = time.perf_counter()
-                lists[kind] = self._lexical(snap, query, w.depth, kind)
+                lists[kind] = self._lexical(snap, text_for[kind], w.depth, kind)
                 timings[kind] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         ranked = self._fuse(snap, lists) if mode.startswith("hybrid") else [(r, 1.0 / (1 + i)) for i, r in enumerate(lists[mode])]
@@ -203,7 +225,7 @@ class HybridRetriever:
             cos = self._cosines(snap, query, [snap.row_of[h.chunk_id] for h in hits])
         confidence = max((cos.get(snap.row_of[h.chunk_id], 0.0) for h in hits), default=0.0)
         timings["total"] = (time.perf_counter() - t0) * 1000
-        return RetrievalResult(query, mode, hits, facts, confidence, timings)
+        return RetrievalResult(query, mode, hits, facts, confidence, timings, expansion=expanded.added_terms)
 
     def _cosines(self, snap: Snapshot, query: str, rows: Sequence[int]) -> dict[int, float]:
         vec = self.embedder.embed([query])[0]

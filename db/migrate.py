@@ -26,6 +26,12 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     if current_revision(engine) == ScriptDirectory.from_config(cfg).get_current_head():
         return
     with engine.begin() as conn:
+        # Serialise concurrent upgrades (two processes starting on a fresh DB): take a lock first, so Alembic
+        # reads the revision only once the other process has committed, and then has nothing left to do.
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7406112)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -87,8 +87,8 @@ def chunk_text(text: str, size: int = 600, overlap: int = 120) -> list[ChunkText
             chunks.append(current)
             carry: list[str] = []
             carried = 0
-            for prev in reversed(current):
-                if carried + len(prev) > overlap:
+            for prev in reversed(current):  # the overlap must leave room for `s`: no chunk longer than `size`
+                if carried + len(prev) > overlap or carried + len(prev) + 1 + len(s) > size:
                     break
                 carry.insert(0, prev)
                 carried += len(prev) + 1

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,14 +25,26 @@ FLAT_LIMIT = 200_000  # above this many vectors an HNSW index answers faster tha
 
 
 class VectorStore(Protocol):
+    """What sync_index, the retriever and the CLIs use. Implementations: `FaissStore` (a file per process) and
+    `db.pgvector.PgVectorStore` (a table shared by every process: `exists` is always true, `load()` returns it
+    and `save()` has nothing to write)."""
+
     model_id: str
     dim: int
+    kind: str
+    knowledge_version: int | None
 
+    @property
+    def exists(self) -> bool: ...
+    def load(self) -> VectorStore: ...
+    def __len__(self) -> int: ...
     def ids(self) -> np.ndarray: ...
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
     def remove(self, ids: np.ndarray) -> None: ...
+    def vectors(self, ids: np.ndarray) -> np.ndarray: ...
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
-    def save(self) -> None: ...
+    def clear(self) -> None: ...
+    def save(self, knowledge_version: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,10 @@ class FaissStore:
 
     def save(self, knowledge_version: int | None = None) -> None:
         self.knowledge_version = knowledge_version
+        cutoff = time.time() - 600  # temp files older than 10 minutes were left by a killed writer
+        for stale in self.index_path.parent.glob(f"{self.index_path.name}*.tmp"):
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink(missing_ok=True)
         _atomic_write(self.index_path, lambda tmp: faiss.write_index(self._index, tmp))
         meta = IndexMeta(self.model_id, self.dim, self.kind, len(self), knowledge_version)
         _atomic_write(self.meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta.__dict__)))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+
+from ingest.lexical import kiwi_sentences
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
@@ -31,13 +32,6 @@ def chunk_context(title: str, text: str) -> str:
     return f"{title}\n{text}" if title else text
 
 
-@lru_cache(maxsize=1)
-def _kiwi():  # noqa: ANN202
-    from kiwipiepy import Kiwi
-
-    return Kiwi()
-
-
 def split_sentences(text: str) -> list[str]:
     """Sentences of `text`, paragraph by paragraph; short texts skip the analyser."""
     out: list[str] = []
@@ -48,7 +42,7 @@ def split_sentences(text: str) -> list[str]:
         if len(para) <= 80:
             out.append(para)
             continue
-        out.extend(s.text.strip() for s in _kiwi().split_into_sents(para) if s.text.strip())
+        out.extend(kiwi_sentences(para))
     return out
 
 

@@ -8,6 +8,7 @@ paragraph re-embeds one chunk. The vector index is synced from the DB afterwards
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -134,7 +135,7 @@ class Ingester:
             pending: list[_Pending] = []
             for doc, occ in docs:
                 old = existing.get(doc.external_id)
-                if old and old[1] == doc.content_hash:
+                if old and old[1] == self._hash(doc):
                     report.unchanged += 1
                     continue
                 p = _Pending(doc, occ, old[0] if old else None)
@@ -184,6 +185,10 @@ class Ingester:
                 p.vectors[i] = v
             report.chunks_embedded += len(todo)
 
+    def _hash(self, doc: SourceDocument) -> str:
+        """The stored hash covers the chunking settings too: changing them re-chunks (vectors are reused)."""
+        return hashlib.sha256(f"{doc.content_hash}:{self.chunk_size}:{self.chunk_overlap}".encode()).hexdigest()
+
     @staticmethod
     def _key(p: _Pending, c: ChunkText) -> str:
         """A chunk's content hash covers its title too, since the title is embedded with it."""
@@ -195,14 +200,14 @@ class Ingester:
             s.execute(delete(Chunk).where(Chunk.document_id == p.existing_id))
             s.execute(
                 update(Document).where(Document.id == p.existing_id).values(
-                    title=d.title, source_path=d.source_path, content_hash=d.content_hash, as_of=d.as_of,
+                    title=d.title, source_path=d.source_path, content_hash=self._hash(d), as_of=d.as_of,
                     meta=d.metadata, kind=self.kind,
                 )
             )
             doc_id = p.existing_id
         else:
             row = Document(external_id=d.external_id, kind=self.kind, title=d.title, source_path=d.source_path,
-                           content_hash=d.content_hash, as_of=d.as_of, meta=d.metadata)
+                           content_hash=self._hash(d), as_of=d.as_of, meta=d.metadata)
             s.add(row)
             s.flush()
             doc_id = row.id

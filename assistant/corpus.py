@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import bm25s
+import faiss
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -113,6 +114,7 @@ class Corpus:
     def __init__(self, factory: sessionmaker[Session], store: VectorStore, *, check_every: float = 2.0,
                  bigrams: bool = True) -> None:
         self.factory, self.store, self.check_every, self.bigrams = factory, store, check_every, bigrams
+        faiss.omp_set_num_threads(1)  # single queries: OpenMP threads only add spin-wait latency under load
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._checked = 0.0

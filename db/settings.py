@@ -6,6 +6,7 @@ Only the edges (CLIs, the API app factory) build a `Settings`; everything below 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +26,9 @@ class Settings(BaseSettings):
     """Target chunk length in characters (sentences are never split unless one alone is longer)."""
     chunk_overlap: int = 120
     """Characters of trailing sentences repeated at the start of the next chunk."""
+    vector_store: Literal["faiss", "pgvector"] = "faiss"
+    """`faiss` (a FAISS index file under the data dir, each process holds a copy) or `pgvector` (the `chunk_vectors`
+    table in the PostgreSQL of JINRO_DB_URL, shared by every API replica; needs the pgvector extension)."""
 
     generator: str = "grounded"
     """`grounded` (no LLM, offline default), `transformers:<hub id or path>` or `openai:<base URL>`."""
@@ -35,6 +39,18 @@ class Settings(BaseSettings):
     openai_api_key: str | None = None
     session_idle_minutes: int = 60 * 24 * 30
     """Sessions idle for longer than this are expired (erased)."""
+
+    # --- REST API (assistant.api)
+    redis_url: str | None = None
+    """Redis for the per-key rate limits shared by every API worker (`redis://127.0.0.1:6379/0`); unset: in-process."""
+    rate_limit_per_minute: float = 120.0
+    """Requests per minute each API key may sustain (token-bucket refill rate); 0 turns rate limiting off."""
+    rate_limit_burst: int = 30
+    """Requests an API key may send at once before the refill rate applies (bucket size)."""
+    max_body_bytes: int = 256 * 1024
+    """Largest request body the API accepts (413 above it), except knowledge uploads."""
+    max_upload_bytes: int = 20 * 1024 * 1024
+    """Largest multipart body of POST /v1/knowledge/documents."""
 
     def database_url(self, override: str | None = None) -> str:
         if override:

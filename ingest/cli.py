@@ -11,6 +11,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,7 +45,7 @@ def _open(db: str | None, index_kind: str = "flat") -> Knowledge:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -81,7 +82,7 @@ def _run_ingest(k: Knowledge, items: Iterator, total: int | None, kind: str, lab
         with _progress() as progress:
             task = progress.add_task(label, total=total)
             report = ingester.run(items, on_progress=lambda n: progress.advance(task, n))
-        if kind == "job" and report.changed:
+        if kind == "job":  # always: a run killed after its last commit left the links of its documents undone
             with k.factory() as s:
                 resolve_relations(s)
                 s.commit()
@@ -95,15 +96,15 @@ def _run_ingest(k: Knowledge, items: Iterator, total: int | None, kind: str, lab
 
 def _summarise(report: IngestReport) -> None:
     for line in report.problems:
-        console.print(f"[yellow]{line}[/yellow]", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)
     out.print(
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}; "
         f"chunks embedded {report.chunks_embedded}, reused {report.chunks_reused}; problems {len(report.problems)}",
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
     if report.problems:
         console.print(f"[red]{len(report.problems)} record(s) were not loaded[/red] — fix them and run the same command again "
-                      "(unchanged documents are skipped)", highlight=False)
+                      "(unchanged documents are skipped)", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -160,8 +161,35 @@ def docs(
     except (IngestError, DatabaseError) as exc:
         _fail(str(exc))
     for line in skipped:
-        console.print(f"[yellow]skipped {line}[/yellow]", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]skipped {escape(line)}[/yellow]", highlight=False, soft_wrap=True)
     _summarise(report)
+
+
+@app.command()
+def migrate(db: DbOpt = None) -> None:
+    """Bring the DB schema to the latest migration (a no-op when it is there); a deploy runs it once, before the API.
+
+    With JINRO_VECTOR_STORE=pgvector it also makes sure the `chunk_vectors` table and the configured model's HNSW
+    index exist (and fails when the server has no pgvector). Example: ingest migrate
+    """
+    from db.migrate import current_revision, upgrade
+
+    settings = Settings()
+    try:
+        k = open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder, migrate=False,
+                           vector_store=settings.vector_store)
+        before = current_revision(k.engine)
+        upgrade(k.engine)
+        after = current_revision(k.engine)
+        vectors = ""
+        if settings.vector_store == "pgvector":
+            store = k.store()
+            vectors = f"; vector store pgvector ({store.model_id}, {len(store)} vectors)"
+    except (IngestError, DatabaseError) as exc:
+        _fail(str(exc))
+    shown = k.engine.url.render_as_string(hide_password=True)
+    change = f"{before or 'empty'} -> {after}" if before != after else f"{after} (already up to date)"
+    out.print(f"database {shown}: schema {change}{vectors}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -180,7 +208,7 @@ def status(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json", hel
         return
     table = Table(title="jinro knowledge", show_header=False)
     for key in ("database", "knowledge_version", "documents", "chunks", "occupations", "certificates", "aliases", "relations"):
-        table.add_row(key, str(stats[key]))
+        table.add_row(key, escape(str(stats[key])))
     table.add_row("documents by kind", ", ".join(f"{k_}: {v}" for k_, v in stats["documents_by_kind"].items()) or "-")
     table.add_row("embedding models", ", ".join(f"{k_}: {v}" for k_, v in stats["chunks_by_embedding_model"].items()) or "-")
     idx = stats["index"]
@@ -188,7 +216,7 @@ def status(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json", hel
                   f"{'in sync' if idx['in_sync'] else 'OUT OF SYNC: run `ingest verify`'}")
     if stats["last_runs"]:
         r = stats["last_runs"][0]
-        table.add_row("last run", f"{r['command']} — {r['status']} (+{r['added']} ~{r['updated']} ={r['unchanged']}, {r['errors']} problems)")
+        table.add_row("last run", f"{escape(r['command'])} — {r['status']} (+{r['added']} ~{r['updated']} ={r['unchanged']}, {r['errors']} problems)")
     out.print(table)
 
 
@@ -207,9 +235,10 @@ def remove(
         sync_index(k.factory, k.store())
     except (IngestError, DatabaseError) as exc:
         _fail(str(exc))
-    out.print(f"removed {len(removed)} document(s)", highlight=False)
+    out.print(f"removed {len(removed)} document(s)", highlight=False, soft_wrap=True)
     for e in missing:
-        console.print(f"[yellow]{e}: no such document — see `ingest status` for what is loaded[/yellow]", highlight=False)
+        console.print(f"[yellow]{escape(e)}: no such document — see `ingest status` for what is loaded[/yellow]", highlight=False,
+                      soft_wrap=True)
     if missing:
         raise typer.Exit(1)
 
@@ -226,14 +255,14 @@ def verify(db: DbOpt = None) -> None:
     except (IngestError, DatabaseError) as exc:
         _fail(str(exc))
     if diff.ok:
-        out.print(f"ok: {diff.db_chunks} chunks, {diff.index_vectors} vectors, in sync", highlight=False)
+        out.print(f"ok: {diff.db_chunks} chunks, {diff.index_vectors} vectors, in sync", highlight=False, soft_wrap=True)
         return
     out.print(
         f"NOT IN SYNC: {len(diff.missing)} chunk(s) missing from the index, {len(diff.orphans)} orphan vector(s), "
-        f"{diff.unembedded} chunk(s) not embedded with the configured model", highlight=False,
+        f"{diff.unembedded} chunk(s) not embedded with the configured model", highlight=False, soft_wrap=True,
     )
     fix = "ingest reindex" if diff.unembedded else "ingest reindex (or re-run the last ingest command)"
-    console.print(f"repair: run `{fix}`", highlight=False)
+    console.print(f"repair: run `{fix}`", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -261,6 +290,7 @@ def reindex(
         diff = sync_index(k.factory, store)
     except (IngestError, DatabaseError) as exc:
         _fail(str(exc))
-    out.print(f"re-embedded {n} chunk(s); index rebuilt with {len(store)} vectors ({store.kind})", highlight=False)
+    out.print(f"re-embedded {n} chunk(s); index rebuilt with {len(store)} vectors ({store.kind})", highlight=False,
+              soft_wrap=True)
     if diff.unembedded:
         _fail(f"{diff.unembedded} chunk(s) still lack vectors — run `ingest reindex` again", 1)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Chunk, Document, KnowledgeState
-from db.vectorstore import FaissStore
+from db.vectorstore import VectorStore
 from ingest.chunking import chunk_context
 from ingest.embedding import Embedder
 from ingest.pipeline import bump_version
@@ -39,7 +39,7 @@ def knowledge_version(factory: sessionmaker[Session]) -> int:
         return int(s.scalar(select(KnowledgeState.version).where(KnowledgeState.id == 1)) or 0)
 
 
-def diff_index(factory: sessionmaker[Session], store: FaissStore) -> IndexDiff:
+def diff_index(factory: sessionmaker[Session], store: VectorStore) -> IndexDiff:
     with factory() as s:
         db_ids = np.fromiter(
             s.scalars(select(Chunk.id).where(Chunk.embedding_model == store.model_id)), dtype=np.int64
@@ -68,7 +68,7 @@ def _vectors(factory: sessionmaker[Session], ids: np.ndarray, dim: int) -> np.nd
     return out
 
 
-def sync_index(factory: sessionmaker[Session], store: FaissStore, *, save: bool = True) -> IndexDiff:
+def sync_index(factory: sessionmaker[Session], store: VectorStore, *, save: bool = True) -> IndexDiff:
     """Make the index hold exactly the DB's vectors for its model; write it only when something changed.
 
     Readers (the retriever) pass save=False: they bring their in-memory copy up to date without writing.

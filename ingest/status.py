@@ -20,6 +20,13 @@ from ingest.indexing import diff_index, knowledge_version
 from ingest.runtime import Knowledge
 
 
+def _index_bytes(store) -> int:  # noqa: ANN001
+    path = getattr(store, "index_path", None)
+    if path is not None:
+        return path.stat().st_size if path.exists() else 0
+    return int(store.size_bytes()["total"])  # pgvector: table + index
+
+
 def knowledge_status(k: Knowledge, store: FaissStore) -> dict[str, Any]:
     with k.factory() as s:
         def count(col) -> int:  # noqa: ANN001
@@ -54,13 +61,13 @@ def knowledge_status(k: Knowledge, store: FaissStore) -> dict[str, Any]:
         }
     diff = diff_index(k.factory, store)
     stats["index"] = {
-        "path": str(store.index_path),
+        "path": str(getattr(store, "index_path", "postgresql:chunk_vectors")),
         "model": store.model_id,
         "kind": store.kind,
         "vectors": len(store),
         "in_sync": diff.ok,
         "missing": int(len(diff.missing)),
         "orphans": int(len(diff.orphans)),
-        "bytes": store.index_path.stat().st_size if store.index_path.exists() else 0,
+        "bytes": _index_bytes(store),
     }
     return stats

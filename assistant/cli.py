@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from assistant.cli_api import keys_app, serve
 from assistant.cli_chat import chat
 from assistant.cli_eval import app as eval_app
 
@@ -17,3 +18,5 @@ app = typer.Typer(
 )
 app.add_typer(eval_app, name="eval", help="Measure retrieval, dialogue and safety on labelled files.")
 app.command()(chat)
+app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
+app.command()(serve)

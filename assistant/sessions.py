@@ -18,12 +18,14 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def create_session(factory: sessionmaker[Session], owner: str, profile: dict[str, Any] | None = None) -> ChatSession:
+def create_session(factory: sessionmaker[Session], owner: str, profile: dict[str, Any] | None = None, *,
+                   session_id: str | None = None) -> ChatSession:
+    """A new session; `session_id` picks its id (the API derives stable ids from a client's session name)."""
     p = Profile()
     for slot, value in (profile or {}).items():
         for v in value if isinstance(value, list) else [value]:
             p.set(slot, str(v), 0)
-    row = ChatSession(id=str(uuid.uuid4()), owner=owner, profile=p.to_json())
+    row = ChatSession(id=session_id or str(uuid.uuid4()), owner=owner, profile=p.to_json())
     with factory() as s:
         s.add(row)
         s.commit()

@@ -6,6 +6,7 @@ what the caller got wrong (a missing review) and never know about HTTP otherwise
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -24,6 +25,11 @@ NEGATIVE_FEEDBACK = ("negative_feedback", 1)
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """Timestamps are UTC; SQLite hands them back without a zone, so add it."""
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
 
 
 # ------------------------------------------------------------------------------------------------ keys
@@ -59,14 +65,14 @@ def list_keys(factory: Factory, include_revoked: bool = False) -> list[ApiKey]:
 
 
 def revoke_key(factory: Factory, ident: str) -> list[ApiKey]:
-    """Revoke by id or prefix (at least 8 characters); returns the keys revoked."""
+    """Revoke by id, by the key itself, or by its prefix (as `jinro keys list` shows it); returns the keys revoked."""
     with factory() as s:
         if ident.isdigit():
             rows = list(s.scalars(select(ApiKey).where(ApiKey.id == int(ident))))
-        elif len(ident) >= 8:
-            rows = list(s.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix(ident))))
+        elif looks_like_key(ident):
+            rows = list(s.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(ident))))
         else:
-            rows = []
+            rows = list(s.scalars(select(ApiKey).where(ApiKey.prefix == ident.rstrip("…"))))
         rows = [r for r in rows if r.revoked_at is None]
         for r in rows:
             r.revoked_at = _now()
@@ -77,7 +83,7 @@ def revoke_key(factory: Factory, ident: str) -> list[ApiKey]:
 # ------------------------------------------------------------------------------------------------ views
 
 def message_json(m: Message) -> dict[str, Any]:
-    return {"id": m.id, "seq": m.seq, "role": m.role, "text": m.text, "created_at": m.created_at,
+    return {"id": m.id, "seq": m.seq, "role": m.role, "text": m.text, "created_at": aware(m.created_at),
             "citations": m.citations or [], "facts_used": m.facts_used or [], "safety": m.safety or {},
             "generator": m.generator, "retrieval_confidence": m.retrieval_confidence, "fact_guard": m.fact_guard}
 
@@ -85,7 +91,7 @@ def message_json(m: Message) -> dict[str, Any]:
 def session_json(row: ChatSession, expires_at: datetime | None = None) -> dict[str, Any]:
     facts = [{"external_id": f.get("external_id"), "name": f.get("name", ""), "education": f.get("education_level"),
               "certificates": list(f.get("certificates") or []), "turn": f.get("turn")} for f in row.facts or []]
-    return {"id": row.id, "created_at": row.created_at, "last_active_at": row.last_active_at, "turns": row.turns,
+    return {"id": row.id, "created_at": aware(row.created_at), "last_active_at": aware(row.last_active_at), "turns": row.turns,
             "careful": row.careful, "urgent": row.urgent,
             "profile": {slot: [v["value"] for v in values] for slot, values in (row.profile or {}).items()},
             "summary": row.summary or "", "facts": facts, "expires_at": expires_at}
@@ -147,7 +153,7 @@ def review_queue(factory: Factory, limit: int, offset: int, status: str = "pendi
             questions[m.id] = s.scalar(select(Message.text).where(
                 Message.session_id == m.session_id, Message.seq == m.seq - 1, Message.role == "student"))
         items = [{"id": r.id, "message_id": m.id, "session_id": m.session_id, "reason": r.reason,
-                  "priority": r.priority, "status": r.status, "created_at": r.created_at, "answer": m.text,
+                  "priority": r.priority, "status": r.status, "created_at": aware(r.created_at), "answer": m.text,
                   "question": questions[m.id]} for r, m in rows]
     return int(total), items
 
@@ -173,7 +179,7 @@ def review_detail(factory: Factory, review_id: int) -> dict[str, Any]:
         return {
             "review": {"id": review.id, "reason": review.reason, "priority": review.priority, "status": review.status,
                        "corrected_text": review.corrected_text, "note": review.note, "reviewer": review.reviewer,
-                       "created_at": review.created_at, "decided_at": review.decided_at},
+                       "created_at": aware(review.created_at), "decided_at": aware(review.decided_at)},
             "session": {"id": session.id, "careful": session.careful, "urgent": session.urgent,
                         "summary": session.summary, "turns": session.turns,
                         "profile": {k: [v["value"] for v in vs] for k, vs in (session.profile or {}).items()}},
@@ -181,7 +187,7 @@ def review_detail(factory: Factory, review_id: int) -> dict[str, Any]:
             "answer": message_json(msg),
             "facts_used": msg.facts_used or [],
             "passages_used": msg.passages_used or [],
-            "feedback": [{"rating": "up" if f.rating > 0 else "down", "comment": f.comment, "created_at": f.created_at}
+            "feedback": [{"rating": "up" if f.rating > 0 else "down", "comment": f.comment, "created_at": aware(f.created_at)}
                          for f in feedback],
         }
 
@@ -194,7 +200,7 @@ def decide(factory: Factory, review_id: int, status: str, reviewer: str, *, text
         review.status, review.reviewer, review.note, review.decided_at = status, reviewer, redact(note), _now()
         review.corrected_text = redact(text) if status == "edited" and text is not None else None
         s.commit()
-        return {"id": review.id, "status": review.status, "reviewer": reviewer, "decided_at": review.decided_at}
+        return {"id": review.id, "status": review.status, "reviewer": reviewer, "decided_at": aware(review.decided_at)}
 
 
 def clear_urgent(factory: Factory, session_id: str) -> None:
@@ -209,37 +215,107 @@ def clear_urgent(factory: Factory, session_id: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ exports
 
-def _decided(factory: Factory, statuses: tuple[str, ...]) -> Iterator[tuple[Review, Message, list[Message]]]:
+@dataclass
+class Reviewed:
+    """A decided review with the conversation up to its answer, as the exports need it."""
+
+    review: Review
+    message: Message
+    session: ChatSession
+    turns: list[tuple[str, str]]  # (student|counselor, text) up to and including the reviewed answer
+
+
+def _reviewed(factory: Factory, statuses: tuple[str, ...]) -> Iterator[Reviewed]:
+    """Decided reviews, oldest first. Earlier answers of the conversation appear as a reviewer left them (the
+    corrected text when edited), and the conversation starts after the last earlier answer that was rejected."""
     with factory() as s:
         ids = list(s.scalars(select(Review.id).where(Review.status.in_(statuses)).order_by(Review.id)))
     for start in range(0, len(ids), 200):
         with factory() as s:
-            for review, msg in s.execute(select(Review, Message).join(Message, Message.id == Review.message_id)
-                                         .where(Review.id.in_(ids[start:start + 200])).order_by(Review.id)).all():
-                yield review, msg, _conversation(s, msg)
+            rows = s.execute(select(Review, Message).join(Message, Message.id == Review.message_id)
+                             .where(Review.id.in_(ids[start:start + 200])).order_by(Review.id)).all()
+            for review, msg in rows:
+                conversation = _conversation(s, msg)
+                decided = {r.message_id: r for r in s.scalars(select(Review).where(
+                    Review.message_id.in_([m.id for m in conversation])))}
+                turns: list[tuple[str, str]] = []
+                for m in conversation:
+                    r = decided.get(m.id)
+                    if m.id != msg.id and r is not None and r.status == "rejected":
+                        turns = []  # the context before a rejected answer is dropped with it
+                        continue
+                    edited = r is not None and r.status == "edited" and r.corrected_text
+                    turns.append((m.role, r.corrected_text if edited else m.text))
+                while turns and turns[0][0] != "student":
+                    turns.pop(0)
+                yield Reviewed(review, msg, s.get(ChatSession, msg.session_id), turns)
 
 
-def _turns(conversation: list[Message], last_text: str) -> list[dict[str, str]]:
-    out = [{"role": m.role, "content": redact(m.text)} for m in conversation[:-1]]
-    return out + [{"role": "counselor", "content": redact(last_text)}]
+def export_sft(factory: Factory, fact_blocks) -> Iterator[dict[str, Any]]:  # noqa: ANN001 - (facts_used) -> [FactBlock]
+    """Approved and edited answers as `finetune.formats.ReviewExport` lines (docs/finetune.md), redacted: the
+    conversation up to the answer, with the facts, passages, profile and summary the answer had (as stored)."""
+    from assistant.profile import SLOT_LABELS
+    from assistant.prompt import Passage
+    from finetune.formats import ReviewExport, ReviewMessage
 
-
-def export_sft(factory: Factory, fact_lines) -> Iterator[dict[str, Any]]:  # noqa: ANN001 - (facts_used) -> list[dict]
-    """Approved and edited answers in the fine-tune format (one dict per JSONL line), redacted."""
-    for review, msg, conversation in _decided(factory, ("approved", "edited")):
-        edited = review.status == "edited" and review.corrected_text
-        yield {"session_id": msg.session_id, "review_id": review.id,
-               "messages": _turns(conversation, review.corrected_text if edited else msg.text),
-               "facts": fact_lines(msg.facts_used or []), "source": "edited" if edited else "approved",
-               "derived": False}
+    for item in _reviewed(factory, ("approved", "edited")):
+        msg, session = item.message, item.session
+        profile = {SLOT_LABELS.get(k, k): ", ".join(v["value"] for v in vs) for k, vs in (session.profile or {}).items()}
+        passages = tuple(Passage(p.get("source_id", ""), p.get("title", ""), p.get("as_of"), p.get("text", ""),
+                                 float(p.get("score") or 0.0)) for p in msg.passages_used or [])
+        export = ReviewExport(
+            session_id=msg.session_id, source="edited" if item.review.status == "edited" else "approved",
+            messages=tuple(ReviewMessage("user" if role == "student" else "assistant", redact(text))
+                           for role, text in item.turns),
+            facts=tuple(fact_blocks(msg.facts_used or [])), profile=profile, summary=redact(session.summary or ""),
+            passages=passages)
+        yield {**export.to_json(), "review_id": item.review.id}
 
 
 def export_preferences(factory: Factory) -> Iterator[dict[str, Any]]:
     """Edited answers as preference pairs: chosen = the reviewer's text, rejected = the original; redacted."""
-    for review, msg, conversation in _decided(factory, ("edited",)):
-        if not review.corrected_text:
+    for item in _reviewed(factory, ("edited",)):
+        if not item.review.corrected_text:
             continue
-        context = [{"role": m.role, "content": redact(m.text)} for m in conversation[:-1]]
-        prompt = next((t["content"] for t in reversed(context) if t["role"] == "student"), "")
-        yield {"session_id": msg.session_id, "review_id": review.id, "prompt": prompt, "messages": context,
-               "chosen": redact(review.corrected_text), "rejected": redact(msg.text)}
+        context = [{"role": "user" if role == "student" else "assistant", "content": redact(text)}
+                   for role, text in item.turns[:-1]]
+        prompt = next((t["content"] for t in reversed(context) if t["role"] == "user"), "")
+        yield {"session_id": item.message.session_id, "review_id": item.review.id, "prompt": prompt,
+               "messages": context, "chosen": redact(item.review.corrected_text), "rejected": redact(item.message.text)}
+
+
+# ------------------------------------------------------------------------------------------------ knowledge
+
+def run_ingest(knowledge, items, *, kind: str, command: str, chunk_size: int = 600, chunk_overlap: int = 120,  # noqa: ANN001
+               on_progress=None):  # noqa: ANN001 - (Knowledge, Iterable[Item], ..., Callable[[int], None]) -> IngestReport
+    """Ingest documents the way `ingest jobs/docs` does (report recorded as an ingest run), then sync the index."""
+    from db.models import IngestRun
+    from ingest.facts import resolve_relations
+    from ingest.indexing import sync_index
+    from ingest.pipeline import IngestReport, Ingester
+
+    with knowledge.factory() as s:
+        run = IngestRun(command=command[:500])
+        s.add(run)
+        s.commit()
+        run_id = run.id
+    report, status = IngestReport(), "failed"
+    try:
+        ingester = Ingester(knowledge.factory, knowledge.embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                            kind=kind)
+        report = ingester.run(items, on_progress=on_progress)
+        if kind == "job" and report.changed:
+            with knowledge.factory() as s:
+                resolve_relations(s)
+                s.commit()
+        sync_index(knowledge.factory, knowledge.store())
+        status = "partial" if report.problems else "ok"
+    finally:
+        with knowledge.factory() as s:
+            run = s.get(IngestRun, run_id)
+            run.status, run.finished_at = status, _now()
+            run.added, run.updated, run.unchanged, run.removed = report.added, report.updated, report.unchanged, report.removed
+            run.errors, run.chunks_embedded = len(report.problems), report.chunks_embedded
+            run.message = "\n".join(report.problems[:50])
+            s.commit()
+    return report

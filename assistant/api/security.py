@@ -60,17 +60,28 @@ def looks_like_key(token: str) -> bool:
 # ------------------------------------------------------------------------------------------------ logging
 
 _SECRETS = (
-    (re.compile(r"(jnr_[A-Za-z0-9]{8})[A-Za-z0-9_\-]{4,}"), r"\1…[redacted]"),
+    (re.compile(r"(jnr_[A-Za-z0-9_\-]{8})[A-Za-z0-9_\-]{4,}"), r"\1…[redacted]"),
     (re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"), r"\1[redacted]"),
     (re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|token|key)=)[^&\s\"']+"), r"\1[redacted]"),
     (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\"\n]+"), r"\1[redacted]"),
 )
 
 
-def scrub(text: str) -> str:
-    for pattern, repl in _SECRETS:
+def scrub(text: str, *, keys_only: bool = False) -> str:
+    """`text` without API keys, bearer tokens and `key=` values (`keys_only`: only things shaped like our keys,
+    which leaves `%s` placeholders of a format string intact)."""
+    for pattern, repl in _SECRETS[:1] if keys_only else _SECRETS:
         text = pattern.sub(repl, text)
     return text
+
+
+def _scrub_arg(value: object) -> object:
+    """A log argument without secrets; objects (URLs, headers) are replaced by their scrubbed text if needed."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    clean = scrub(text)
+    return clean if clean != text or isinstance(value, str) else value
 
 
 class KeyScrubber(logging.Filter):
@@ -79,13 +90,13 @@ class KeyScrubber(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         # scrub the parts, not the formatted message: some formatters (uvicorn's access log) read record.args
         if isinstance(record.msg, str):
-            record.msg = scrub(record.msg)
+            record.msg = scrub(record.msg, keys_only=bool(record.args))
         elif record.msg is not None and not isinstance(record.msg, (int, float)):
-            record.msg = scrub(str(record.msg))
+            record.msg = scrub(str(record.msg), keys_only=bool(record.args))
         if isinstance(record.args, tuple):
-            record.args = tuple(scrub(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(_scrub_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: scrub(v) if isinstance(v, str) else v for k, v in record.args.items()}
+            record.args = {k: _scrub_arg(v) for k, v in record.args.items()}
         if record.exc_info and not record.exc_text:
             record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:
@@ -98,11 +109,17 @@ LOGGERS = ("", "uvicorn", "uvicorn.access", "uvicorn.error", "jinro", "jinro.api
 
 
 def install_log_scrubber() -> None:
-    """Attach the scrubber to the loggers the API writes through and to every handler configured so far.
+    """Scrub every log record of this process as it is created (a record factory: no logger, handler or library
+    can bypass it), and attach the filter to the loggers and handlers configured so far as well."""
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "jinro_scrubbing", False):
+        def factory(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            record = current(*args, **kwargs)
+            SCRUBBER.filter(record)
+            return record
 
-    Logger filters see the records created on that logger before any handler (pytest's caplog included);
-    handler filters catch records propagated from other loggers.
-    """
+        factory.jinro_scrubbing = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(factory)
     for name in LOGGERS:
         logger = logging.getLogger(name)
         if SCRUBBER not in logger.filters:

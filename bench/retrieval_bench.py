@@ -1,0 +1,524 @@
+"""Retrieval benchmark: jinro's HybridRetriever vs LangChain's EnsembleRetriever, and index scale.
+
+One run, one corpus (the full bundled job dictionary), one embedder instance (USE multilingual v3):
+
+(a) ours, per mode (dense, bm25, bigram, hybrid, hybrid+facts): Recall@1/5/10, MRR@10, nDCG@10, p50/p95 ms on
+    data/eval/retrieval_dev.jsonl and retrieval_test.jsonl (query-embedding cache emptied before each mode);
+(b) LangChain: EnsembleRetriever([BM25Retriever (rank_bm25, preprocess_func=ingest.lexical.morphemes),
+    FAISS (langchain_community, built from the very chunk vectors in our DB, inner product)], weights [0.5, 0.5]),
+    each list k chunks; its chunk ranking is cut to documents (first occurrence) like ours. Its two parts are
+    reported alone too. Then the ratios: ours/theirs p50, recall@5 difference;
+(c) scale: FaissStore flat vs hnsw (the project's own class and parameters) on clustered synthetic 512-d
+    normalised vectors: memory, build time, p50/p95 per query, HNSW recall@10 against exact search; flat p50
+    at growing sizes (to place FLAT_LIMIT); BM25 (bm25s, our LexicalIndex) p50 at 100k synthetic chunks whose
+    token counts and vocabulary follow the real corpus' morphemes and character bigrams.
+
+    python bench/retrieval_bench.py                       # everything; JSON to bench/out/retrieval.json
+    python bench/retrieval_bench.py --skip-scale          # (a) and (b) only
+
+The corpus is ingested first if bench/out/data holds none: JINRO_DATA_DIR=bench/out/data ingest jobs data/job_dictionary
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from assistant.cli_eval import evaluate_retriever  # noqa: E402
+from assistant.retrieval import MODES, HybridRetriever  # noqa: E402
+from assistant.retrieval_eval import Question, evaluate, load_questions  # noqa: E402
+
+DEV = ROOT / "data" / "eval" / "retrieval_dev.jsonl"
+TEST = ROOT / "data" / "eval" / "retrieval_test.jsonl"
+JOB_DICTIONARY = ROOT / "data" / "job_dictionary"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def load_avg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+# ------------------------------------------------------------------------------------------ corpus
+
+
+def ensure_corpus(data_dir: Path) -> None:
+    db = data_dir / "jinro.db"
+    if db.exists():
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            try:
+                n = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+            except sqlite3.OperationalError:
+                n = 0
+        if n:
+            return
+    log(f"ingesting the job dictionary into {data_dir} (once; takes minutes)")
+    env = {**os.environ, "JINRO_DATA_DIR": str(data_dir)}
+    env.pop("JINRO_DB_URL", None)
+    subprocess.run([sys.executable, "-c", "from ingest.cli import app; app()", "jobs", str(JOB_DICTIONARY)],
+                   env=env, check=True, cwd=ROOT)
+
+
+def load_chunks(factory) -> dict[str, Any]:  # noqa: ANN001
+    from sqlalchemy import select
+
+    from db.models import Chunk, Document
+    from ingest.chunking import chunk_context
+
+    with factory() as s:
+        rows = s.execute(select(Chunk.id, Chunk.text, Chunk.embedding, Chunk.terms, Document.external_id, Document.title)
+                         .join(Document).order_by(Chunk.id)).all()
+    return {
+        "ids": [r.id for r in rows],
+        "contexts": [chunk_context(r.title, r.text) for r in rows],
+        "vectors": np.vstack([np.frombuffer(r.embedding, dtype=np.float32) for r in rows]),
+        "external_ids": [r.external_id for r in rows],
+        "terms": [(r.terms or "").split() for r in rows],
+        "documents": len({r.external_id for r in rows}),
+    }
+
+
+# ------------------------------------------------------------------------------------------ LangChain side
+
+
+def build_langchain(chunks: dict[str, Any], embedder, k: int) -> dict[str, Any]:  # noqa: ANN001
+    from langchain_classic.retrievers import EnsembleRetriever
+    from langchain_community.retrievers import BM25Retriever
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+    from langchain_core.embeddings import Embeddings
+
+    from ingest.lexical import morphemes
+
+    class USEEmbeddings(Embeddings):
+        """LangChain Embeddings over our embedder instance (same model, same normalisation, no cache)."""
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return embedder.embed(texts).tolist()
+
+        def embed_query(self, text: str) -> list[float]:
+            return embedder.embed([text])[0].tolist()
+
+    metadatas = [{"external_id": e, "chunk_id": c} for e, c in zip(chunks["external_ids"], chunks["ids"])]
+    t = time.perf_counter()
+    store = FAISS.from_embeddings(
+        list(zip(chunks["contexts"], chunks["vectors"].tolist())), USEEmbeddings(), metadatas=metadatas,
+        ids=[str(c) for c in chunks["ids"]], distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
+    )
+    faiss_s = time.perf_counter() - t
+    t = time.perf_counter()
+    bm25 = BM25Retriever.from_texts(chunks["contexts"], metadatas=metadatas, preprocess_func=morphemes, k=k)
+    bm25_s = time.perf_counter() - t
+    dense = store.as_retriever(search_kwargs={"k": k})
+    ensemble = EnsembleRetriever(retrievers=[bm25, dense], weights=[0.5, 0.5], id_key="chunk_id")
+    return {"ensemble": ensemble, "faiss": dense, "bm25": bm25, "build_s": {"faiss": round(faiss_s, 2), "bm25": round(bm25_s, 2)}}
+
+
+def doc_ranking(docs, k: int) -> list[str]:  # noqa: ANN001
+    return list(dict.fromkeys(d.metadata["external_id"] for d in docs))[:k]
+
+
+def evaluate_langchain(lc: dict[str, Any], questions: Sequence[Question], k: int) -> dict[str, dict[str, float]]:
+    names = {"langchain_ensemble": "ensemble", "langchain_faiss": "faiss", "langchain_bm25": "bm25"}
+    for retriever in names.values():
+        lc[retriever].invoke("워밍업 질문")  # first-call costs out of the timings
+
+    def search(query: str, mode: str) -> list[str]:
+        return doc_ranking(lc[names[mode]].invoke(query), k)
+
+    return evaluate(search, questions, list(names))
+
+
+# ------------------------------------------------------------------------------------------ (a) + (b)
+
+
+def quality(data_dir: Path, k: int, search_threads: int) -> dict[str, Any]:
+    import faiss
+
+    from db.settings import Settings
+    from ingest.embedding import UniversalSentenceEncoder
+    from ingest.runtime import open_knowledge
+
+    settings = Settings(data_dir=data_dir, db_url=None)
+    know = open_knowledge(settings.database_url(), settings.index_dir, settings.embedder, vector_store="faiss")
+    embedder = UniversalSentenceEncoder()
+    t = time.perf_counter()
+    ours = HybridRetriever(know.factory, embedder, know.store())
+    ours.warm()
+    ours_load_s = time.perf_counter() - t
+    chunks = load_chunks(know.factory)
+    log(f"corpus: {chunks['documents']} documents, {len(chunks['ids'])} chunks; building the LangChain retrievers")
+    lc = build_langchain(chunks, embedder, k)
+    faiss.omp_set_num_threads(search_threads)  # the same for both systems (they share this process and faiss)
+    out: dict[str, Any] = {
+        "faiss_search_threads": search_threads,
+        "corpus": {"documents": chunks["documents"], "chunks": len(chunks["ids"]), "embedder": embedder.model_id},
+        "build_s": {"ours_snapshot_and_index": round(ours_load_s, 2), **{f"langchain_{n}": v for n, v in lc["build_s"].items()}},
+        "k": k,
+    }
+    for split, path in (("dev", DEV), ("test", TEST)):
+        questions, _ = load_questions(path)
+        log(f"{split}: {len(questions)} questions — ours ({', '.join(MODES)})")
+        load_before = load_avg()
+        ours_report = evaluate_retriever(ours, questions, MODES, k=k).report
+        log(f"{split}: LangChain")
+        theirs = evaluate_langchain(lc, questions, k)
+        ens = theirs["langchain_ensemble"]
+        comparison = {}
+        for mode in ("hybrid", "hybrid+facts"):
+            o = ours_report[mode]
+            comparison[f"{mode}_vs_ensemble"] = {
+                "recall@5_diff": round(o["recall@5"] - ens["recall@5"], 4),
+                "recall@10_diff": round(o["recall@10"] - ens["recall@10"], 4),
+                "mrr@10_diff": round(o["mrr@10"] - ens["mrr@10"], 4),
+                "p50_ratio_ours_over_theirs": round(o["p50_ms"] / ens["p50_ms"], 3),
+                "p95_ratio_ours_over_theirs": round(o["p95_ms"] / ens["p95_ms"], 3),
+            }
+        comparison["dense_vs_langchain_faiss_p50_ratio"] = round(ours_report["dense"]["p50_ms"] / theirs["langchain_faiss"]["p50_ms"], 3)
+        comparison["bm25_vs_langchain_bm25_p50_ratio"] = round(ours_report["bm25"]["p50_ms"] / theirs["langchain_bm25"]["p50_ms"], 3)
+        out[split] = {"questions": len(questions), "ours": ours_report, "langchain": theirs, "comparison": comparison,
+                      "load_avg_before": load_before, "load_avg_after": load_avg()}
+        if split == "dev":
+            out["dev"]["ours_on_hnsw"] = ours_on_hnsw(know, embedder, questions, k)
+    know.engine.dispose()
+    return out
+
+
+def ours_on_hnsw(know, embedder, questions: Sequence[Question], k: int) -> dict[str, Any]:  # noqa: ANN001
+    """The same retriever over an HNSW index of the same vectors: what switching index type costs in quality."""
+    from db.vectorstore import FaissStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FaissStore(Path(tmp), embedder.model_id, embedder.dim, kind="hnsw")
+        retriever = HybridRetriever(know.factory, embedder, store)
+        t = time.perf_counter()
+        retriever.warm()  # no index file there: the corpus syncs the HNSW index from the DB's vectors
+        build_s = time.perf_counter() - t
+        report = evaluate_retriever(retriever, questions, ("dense", "hybrid", "hybrid+facts"), k=k).report
+    return {"build_s": round(build_s, 1), **report}
+
+
+# ------------------------------------------------------------------------------------------ (c) scale
+
+
+def corpus_token_stats(data_dir: Path) -> dict[str, float]:
+    """Tokens per chunk and vocabulary of the real corpus, for the morpheme and the bigram index."""
+    import sqlite3
+
+    from ingest.chunking import chunk_context
+    from ingest.lexical import char_bigrams
+
+    with sqlite3.connect(data_dir / "jinro.db") as conn:
+        rows = conn.execute("SELECT c.terms, c.text, d.title FROM chunks c JOIN documents d ON d.id = c.document_id").fetchall()
+    morph = [(t or "").split() for t, _, _ in rows]
+    bigr = [char_bigrams(chunk_context(title, text)) for _, text, title in rows]
+    return {
+        "chunks": len(rows),
+        "morph_tokens_per_chunk": float(np.mean([len(m) for m in morph])),
+        "morph_vocab": len({t for m in morph for t in m}),
+        "bigram_tokens_per_chunk": float(np.mean([len(b) for b in bigr])),
+        "bigram_vocab": len({t for b in bigr for t in b}),
+    }
+
+
+def synthetic_vectors(rng: np.random.Generator, centers: np.ndarray, n: int, noise: float = 0.06) -> np.ndarray:
+    """Points around random cluster centres, L2-normalised (real sentence embeddings are clustered, not uniform)."""
+    out = np.empty((n, centers.shape[1]), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        x = centers[rng.integers(0, len(centers), m)] + rng.standard_normal((m, centers.shape[1]), dtype=np.float32) * noise
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[start : start + m] = x
+    return out
+
+
+def time_queries(search: Callable[[np.ndarray], Any], queries: np.ndarray) -> tuple[float, float]:
+    search(queries[0])
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        search(q)
+        times.append((time.perf_counter() - t) * 1000)
+    return pct(times, 50), pct(times, 95)
+
+
+def dense_scale(flat_sizes: Sequence[int], hnsw_sizes: Sequence[int], n_queries: int, depth: int,
+                search_threads: int, out: dict[str, Any], save: Callable[[], None]) -> dict[str, Any]:
+    """Builds use every core; single queries are timed with `search_threads` OpenMP threads (and, for flat, also
+    with the default count, to show what OpenMP costs a one-vector search on a busy host)."""
+    import faiss
+
+    from db.vectorstore import FLAT_LIMIT, FaissStore
+
+    build_threads = os.cpu_count() or 1
+
+    def timed(store, queries: np.ndarray, k: int, threads: int) -> tuple[float, float]:  # noqa: ANN001
+        faiss.omp_set_num_threads(threads)
+        try:
+            return time_queries(lambda q: store.search(q, k), queries)
+        finally:
+            faiss.omp_set_num_threads(build_threads)
+
+    dim = 512
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((2000, dim)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    n_max = max([*flat_sizes, *hnsw_sizes])
+    log(f"dense scale: generating {n_max:,} synthetic {dim}-d vectors")
+    vectors = synthetic_vectors(rng, centers, n_max)
+    queries = synthetic_vectors(np.random.default_rng(1), centers, n_queries)
+    ids = np.arange(n_max, dtype=np.int64)
+    faiss.omp_set_num_threads(build_threads)
+    out.update({"dim": dim, "queries": n_queries, "k": depth, "flat": {}, "hnsw": {},
+                           "search_threads": search_threads, "build_threads": build_threads,
+                           "current_FLAT_LIMIT": FLAT_LIMIT,
+                           "data": "2,000 random unit centres, points = centre + N(0, 0.06²) per dim, L2-normalised"})
+    truth: dict[int, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FaissStore(Path(tmp), "synthetic", dim, kind="flat")
+        have, flat_rss = 0, 0.0
+        for size in sorted(set(flat_sizes) | set(hnsw_sizes)):
+            gc.collect()
+            before, t = rss_mb(), time.perf_counter()
+            store.add(ids[have:size], vectors[have:size])
+            build_s, grown = time.perf_counter() - t, rss_mb() - before
+            have = size
+            p50, p95 = timed(store, queries, depth, search_threads)
+            p50_10, _ = timed(store, queries[:50], 10, search_threads)
+            p50_omp, _ = timed(store, queries[:50], depth, build_threads)
+            if size in hnsw_sizes:
+                truth[size] = store.search(queries, 10)[1]
+            flat_rss += grown
+            out["flat"][str(size)] = {
+                "p50_ms": p50, "p95_ms": p95, "p50_ms_k10": p50_10, f"p50_ms_{build_threads}_threads": p50_omp,
+                "add_s": round(build_s, 2),
+                "index_mb": round(size * dim * 4 / 2**20, 1),
+                "rss_growth_mb": round(flat_rss, 1),
+            }
+            log(f"flat {size:,}: p50 {p50} ms (k={depth}), p95 {p95} ms")
+            save()
+        del store
+        gc.collect()
+        for size in sorted(hnsw_sizes):
+            store = FaissStore(Path(tmp), "synthetic", dim, kind="hnsw")
+            gc.collect()
+            before, t = rss_mb(), time.perf_counter()
+            log(f"hnsw {size:,}: building (M=32, efConstruction=80)")
+            for start in range(0, size, 50_000):
+                store.add(ids[start : min(size, start + 50_000)], vectors[start : min(size, start + 50_000)])
+            build_s, grown = time.perf_counter() - t, rss_mb() - before
+            p50, p95 = timed(store, queries, depth, search_threads)
+            p50_10, _ = timed(store, queries[:50], 10, search_threads)
+            found = store.search(queries, 10)[1]
+            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth[size])]))
+            store.save()
+            out["hnsw"][str(size)] = {
+                "p50_ms": p50, "p95_ms": p95, "p50_ms_k10": p50_10, "build_s": round(build_s, 1),
+                "rss_growth_mb": round(grown, 1), "file_mb": round(store.index_path.stat().st_size / 2**20, 1),
+                "recall@10_vs_flat": round(recall, 4), "efSearch": 64,
+            }
+            log(f"hnsw {size:,}: p50 {p50} ms, recall@10 {recall:.3f}, build {build_s:.0f} s")
+            save()
+            del store
+            gc.collect()
+    return out
+
+
+def zipf_tokens(rng: np.random.Generator, n_docs: int, per_doc: float, vocab: int, prefix: str) -> list[list[str]]:
+    words = [f"{prefix}{i}" for i in range(vocab)]
+    p = 1.0 / np.arange(1, vocab + 1) ** 1.05
+    p /= p.sum()
+    lengths = np.maximum(1, rng.poisson(per_doc, n_docs))
+    flat = rng.choice(vocab, size=int(lengths.sum()), p=p)
+    out, pos = [], 0
+    for n in lengths:
+        out.append([words[j] for j in flat[pos : pos + n]])
+        pos += n
+    return out
+
+
+def bm25_scale(stats: dict[str, float], n_docs: int, n_queries: int, depth: int) -> dict[str, Any]:
+    """Our LexicalIndex (bm25s) at n_docs synthetic chunks; vocabulary grown from the real one by Heaps' law."""
+    from assistant.corpus import LexicalIndex
+
+    out: dict[str, Any] = {"chunks": n_docs, "queries": n_queries, "k": depth}
+    rng = np.random.default_rng(2)
+    growth = (n_docs / stats["chunks"]) ** 0.5
+    for name, per_doc, vocab, q_len in (("morpheme", stats["morph_tokens_per_chunk"], stats["morph_vocab"], 8),
+                                        ("bigram", stats["bigram_tokens_per_chunk"], stats["bigram_vocab"], 20)):
+        vocab = int(vocab * growth)
+        log(f"bm25 scale ({name}): {n_docs:,} chunks × ~{per_doc:.0f} tokens, vocabulary {vocab:,}")
+        docs = zipf_tokens(rng, n_docs, per_doc, vocab, name[0])
+        gc.collect()
+        before, t = rss_mb(), time.perf_counter()
+        index = LexicalIndex(docs)
+        build_s, grown = time.perf_counter() - t, rss_mb() - before
+        del docs
+        # query tokens from the middle of the distribution (rank 50..5000): content words, not the commonest
+        queries = [[f"{name[0]}{j}" for j in rng.integers(50, min(5000, vocab), q_len)] for _ in range(n_queries)]
+        index.top(queries[0], depth)
+        times = []
+        for q in queries:
+            t = time.perf_counter()
+            index.top(q, depth)
+            times.append((time.perf_counter() - t) * 1000)
+        out[name] = {"tokens_per_chunk": round(per_doc, 1), "vocab": vocab, "query_tokens": q_len,
+                     "p50_ms": pct(times, 50), "p95_ms": pct(times, 95), "build_s": round(build_s, 1),
+                     "rss_growth_mb": round(grown, 1)}
+        log(f"bm25 scale ({name}): p50 {out[name]['p50_ms']} ms")
+        del index
+        gc.collect()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ markdown
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The README tables from a result JSON."""
+    lines: list[str] = []
+    q = result.get("quality")
+    if q:
+        cols = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "p50_ms", "p95_ms")
+        for split in ("dev", "test"):
+            r = q[split]
+            lines += [f"**{split}** ({r['questions']} questions, k={q['k']}, load average {r['load_avg_before'][0]} → "
+                      f"{r['load_avg_after'][0]} on {result['machine']['cpus']} CPUs)", "",
+                      "| system / mode | " + " | ".join(c.replace("_ms", " ms") for c in cols) + " |",
+                      "|---|" + "---:|" * len(cols)]
+            rows = [(f"ours {m}", v) for m, v in r["ours"].items()] + [(m.replace("_", " "), v) for m, v in r["langchain"].items()]
+            if "ours_on_hnsw" in r:
+                rows += [(f"ours {m} (HNSW index)", v) for m, v in r["ours_on_hnsw"].items() if isinstance(v, dict)]
+            for name, v in rows:
+                lines.append(f"| {name} | " + " | ".join(f"{v[c]:.1f}" if c.endswith("_ms") else f"{v[c]:.3f}" for c in cols) + " |")
+            c = r["comparison"]
+            lines += ["", "| ours vs LangChain ensemble | recall@5 diff | recall@10 diff | MRR@10 diff | p50 ratio (ours/theirs) | p95 ratio |",
+                      "|---|---:|---:|---:|---:|---:|"]
+            for mode in ("hybrid", "hybrid+facts"):
+                x = c[f"{mode}_vs_ensemble"]
+                lines.append(f"| {mode} | {x['recall@5_diff']:+.3f} | {x['recall@10_diff']:+.3f} | {x['mrr@10_diff']:+.3f} | "
+                             f"{x['p50_ratio_ours_over_theirs']:.2f} | {x['p95_ratio_ours_over_theirs']:.2f} |")
+            lines += ["", f"Single lists, p50 ratio ours/theirs: dense vs LangChain FAISS "
+                      f"{c['dense_vs_langchain_faiss_p50_ratio']:.2f}, bm25 (bm25s) vs BM25Retriever (rank_bm25) "
+                      f"{c['bm25_vs_langchain_bm25_p50_ratio']:.2f}.", ""]
+    sc = result.get("scale")
+    if sc and "dense" in sc:
+        d = sc["dense"]
+        lines += [f"Dense (FaissStore, {d['dim']}-d, k={d['k']} per query as the retriever asks, {d['queries']} single queries, "
+                  f"{d['search_threads']} search thread(s)):", "",
+                  "| vectors | index | p50 ms | p95 ms | p50 ms k=10 | p50 ms, default threads | memory MB (RSS growth) | build s | recall@10 vs exact |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for size, v in d["flat"].items():
+            omp = next((val for key, val in v.items() if key.endswith("_threads")), None)
+            lines.append(f"| {int(size):,} | flat | {v['p50_ms']:.2f} | {v['p95_ms']:.2f} | {v['p50_ms_k10']:.2f} | "
+                         f"{omp:.2f} | {v['rss_growth_mb']:.0f} | {v['add_s']:.1f} | 1.000 |")
+        for size, v in d["hnsw"].items():
+            lines.append(f"| {int(size):,} | hnsw | {v['p50_ms']:.2f} | {v['p95_ms']:.2f} | {v['p50_ms_k10']:.2f} | - | "
+                         f"{v['rss_growth_mb']:.0f} | {v['build_s']:.0f} | {v['recall@10_vs_flat']:.3f} |")
+        lines.append("")
+    if sc and "bm25" in sc:
+        b = sc["bm25"]
+        lines += [f"BM25 (our LexicalIndex over bm25s) at {b['chunks']:,} synthetic chunks, k={b['k']}:", "",
+                  "| index | tokens/chunk | vocabulary | query tokens | p50 ms | p95 ms | build s | memory MB |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name in ("morpheme", "bigram"):
+            v = b[name]
+            lines.append(f"| {name} | {v['tokens_per_chunk']:.0f} | {v['vocab']:,} | {v['query_tokens']} | {v['p50_ms']:.2f} | "
+                         f"{v['p95_ms']:.2f} | {v['build_s']:.0f} | {v['rss_growth_mb']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=ROOT / "bench" / "out" / "data")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "retrieval.json")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--flat-sizes", default="10000,50000,100000,200000,500000,1000000")
+    ap.add_argument("--hnsw-sizes", default="100000,1000000")
+    ap.add_argument("--bm25-size", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--search-threads", type=int, default=1,
+                    help="OpenMP threads faiss may use per single-query search (both systems; see README)")
+    ap.add_argument("--markdown", action="store_true", help="only print the README tables of an existing --out JSON")
+    args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
+
+    import bm25s
+    import faiss
+    import langchain_classic
+    import langchain_community
+    import langchain_core
+
+    result: dict[str, Any] = {
+        "command": " ".join(["python", "bench/retrieval_bench.py", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                    "python": platform.python_version(), "faiss": faiss.__version__, "bm25s": bm25s.__version__,
+                    "faiss_omp_threads": faiss.omp_get_max_threads(),
+                    "langchain_core": langchain_core.__version__, "langchain_community": langchain_community.__version__,
+                    "langchain_classic": getattr(langchain_classic, "__version__", "?"),
+                    "load_avg_start": load_avg()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+
+    ensure_corpus(args.data_dir)
+    if not args.skip_quality:
+        result["quality"] = quality(args.data_dir, args.k, args.search_threads)
+        save()
+    if not args.skip_scale:
+        stats = corpus_token_stats(args.data_dir)
+        result["scale"] = {"corpus_token_stats": stats}
+        result["scale"]["bm25"] = bm25_scale(stats, args.bm25_size, args.queries, 200)
+        save()
+        result["scale"]["dense"] = {}
+        dense_scale([int(s) for s in args.flat_sizes.split(",")], [int(s) for s in args.hnsw_sizes.split(",")],
+                    args.queries, 200, args.search_threads, result["scale"]["dense"], save)
+    result["machine"]["load_avg_end"] = load_avg()
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    save()
+    log(f"wrote {args.out}")
+    print(json.dumps({"quality": {s: {m: {k: v for k, v in r.items() if k in ("recall@5", "p50_ms")}
+                                      for m, r in {**result["quality"][s]["ours"], **result["quality"][s]["langchain"]}.items()}
+                                  for s in ("dev", "test")} if "quality" in result else None}, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -10,12 +10,14 @@ import typer
 from assistant.cli_api import keys_app, serve
 from assistant.cli_chat import chat
 from assistant.cli_eval import app as eval_app
+from assistant.cli_eval_dialogue import dialogue
 
 app = typer.Typer(
     help="jinro, a Korean career-counseling assistant.\n\nExample: jinro eval retrieval data/eval/retrieval_dev.jsonl",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+eval_app.command("dialogue")(dialogue)
 app.add_typer(eval_app, name="eval", help="Measure retrieval, dialogue and safety on labelled files.")
 app.command()(chat)
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")

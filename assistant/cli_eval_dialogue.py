@@ -1,0 +1,57 @@
+"""`jinro eval dialogue`: play multi-turn scenarios through the counselor and score the last answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from assistant.dialogue_eval import evaluate_dialogue, load_scenarios
+from assistant.errors import AssistantError
+from assistant.runtime import build_runtime, load_generator
+from db.errors import DatabaseError
+from db.settings import Settings
+from ingest.errors import IngestError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def dialogue(
+    scenarios: Annotated[Path, typer.Option("--scenarios", help="JSONL of {\"turns\", \"gold\", \"answer_any\"} lines.")],
+    db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: JINRO_DB_URL or the SQLite file).")] = None,
+    generator: Annotated[Optional[str], typer.Option(help="grounded | transformers:<model> | openai:<url> (default: JINRO_GENERATOR).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Whether the last answer of each scenario cites a gold source and contains an expected string.
+
+    Example: jinro eval dialogue --scenarios data/eval/dialogue_dev.jsonl --json
+    """
+    settings = Settings()
+    try:
+        items = load_scenarios(scenarios)
+        gen = load_generator(generator or settings.generator, adapter=settings.adapter,
+                             openai_model=settings.openai_model, openai_api_key=settings.openai_api_key)
+        rt = build_runtime(settings.database_url(db), settings.index_dir, settings.embedder, gen)
+        rt.counselor.warm()
+        if rt.retriever.corpus.current().empty:
+            raise AssistantError("the knowledge DB is empty — run `ingest jobs data/job_dictionary` first")
+        report = evaluate_dialogue(rt.counselor, items)
+    except (AssistantError, IngestError, DatabaseError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    report["generator"] = gen.name
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False))
+        return
+    table = Table(title=f"{scenarios.name}: {report['scenarios']} scenarios ({gen.name})", show_header=False)
+    for key in ("cited", "answered", "turn_p50_ms", "turn_p95_ms"):
+        table.add_row(key, str(report[key]))
+    out.print(table)
+    for f in report["failures"][:10]:
+        out.print(f"[yellow]{escape(f['name'])}[/yellow]: {escape(' / '.join(f['turns']))} → {escape(f['answer'][:160])}")

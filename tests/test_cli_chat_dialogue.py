@@ -1,0 +1,66 @@
+"""`jinro eval dialogue` and `jinro chat` through the real typer app on a small real knowledge DB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from assistant.cli import app
+from tests.retrieval_kb import KB, build_kb, code_of
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:  # noqa: ANN001
+    kb = build_kb(tmp_path_factory.mktemp("dialogue-kb"), embedder, total=80)
+    yield kb
+    kb.close()
+
+
+def _env(kb: KB) -> dict[str, str]:
+    return {"JINRO_DATA_DIR": str(kb.directory), "JINRO_DB_URL": kb.url}
+
+
+def test_eval_dialogue_json(kb: KB, tmp_path: Path) -> None:
+    nurse, web = f"job:{code_of('간호사')}", f"job:{code_of('웹디자이너')}"
+    lines = [
+        {"name": "nurse-cert", "turns": ["간호사가 되고 싶어요", "그 직업은 자격증이 필요해?"], "gold": [nurse], "answer_any": ["간호사"]},
+        {"name": "web-nocert", "turns": ["웹 디자이너 어때?", "그럼 자격증은?"], "gold": [web], "answer_any": ["등록된 자격증"]},
+        {"name": "wrong-on-purpose", "turns": ["간호사는 무슨 일 해?"], "gold": [web], "answer_any": ["없는 문자열"]},
+    ]
+    f = tmp_path / "s.jsonl"
+    f.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
+    result = runner.invoke(app, ["eval", "dialogue", "--scenarios", str(f), "--json"], env=_env(kb))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["scenarios"] == 3
+    assert report["cited"] == pytest.approx(2 / 3, abs=1e-3) and report["answered"] == pytest.approx(2 / 3, abs=1e-3)
+    assert [x["name"] for x in report["failures"]] == ["wrong-on-purpose"]
+
+
+def test_eval_dialogue_bad_file(kb: KB, tmp_path: Path) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"turns": []}\n', encoding="utf-8")
+    result = runner.invoke(app, ["eval", "dialogue", "--scenarios", str(f)], env=_env(kb))
+    assert result.exit_code == 2 and "bad.jsonl:1" in result.output
+
+
+def test_chat_demo_remembers_the_occupation(kb: KB) -> None:
+    result = runner.invoke(app, ["chat", "--demo"], env=_env(kb))
+    assert result.exit_code == 0, result.output
+    assert "수의사" in result.output and "출처" in result.output
+
+
+def test_chat_reads_stdin_until_an_empty_line(kb: KB) -> None:
+    result = runner.invoke(app, ["chat"], input="간호사가 되고 싶어요\n대학은 꼭 가야 돼?\n\n", env=_env(kb))
+    assert result.exit_code == 0, result.output
+    assert "대졸" in result.output
+
+
+def test_chat_on_an_empty_db_says_what_to_do(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["chat", "--demo"], env={"JINRO_DATA_DIR": str(tmp_path / "empty")})
+    assert result.exit_code == 2 and "ingest jobs" in result.output

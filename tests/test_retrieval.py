@@ -1,4 +1,4 @@
-"""HybridRetriever on a small real knowledge DB (~300 job-dictionary records, real embedder, SQLite).
+"""HybridRetriever on a small real knowledge DB (~200 job-dictionary records, real embedder, SQLite).
 
 Modes, fusion vs single lists, the SQL facts lookup, facts-first ordering, bad input, an empty DB, and refresh
 after ingest without per-query rebuilds.

@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 eval_app.command("dialogue")(dialogue)
-app.add_typer(eval_app, name="eval", help="Measure retrieval, dialogue and safety on labelled files.")
+app.add_typer(eval_app, name="eval", help="Measure retrieval, dialogue and safety on labelled files.\n\nExample: jinro eval retrieval data/eval/retrieval_dev.jsonl --json")
 app.command()(chat)
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
 app.command()(serve)

@@ -64,6 +64,11 @@ class RetrievalResult:
     expansion: tuple[str, ...] = ()  # lexicon targets added to the lexical queries (assistant/query.py)
 
 
+def _has_words(text: str) -> bool:
+    """Hangul syllables, Latin letters or digits; lone jamo (ㅋㅋ, ㅠㅠ), punctuation and emoji are not words."""
+    return any(("가" <= ch <= "힣") or (ch.isalnum() and not ("ㄱ" <= ch <= "ㆎ")) for ch in text)
+
+
 class Reranker(Protocol):
     def rerank(self, query: str, hits: list[Hit]) -> list[Hit]: ...
 
@@ -184,7 +189,7 @@ class HybridRetriever:
         timings["refresh"] = (time.perf_counter() - t0) * 1000
         if snap.empty:
             return RetrievalResult(query, mode, [], [], 0.0, timings, note="the knowledge DB is empty")
-        if not any(ch.isalnum() for ch in query):
+        if not _has_words(query):
             return RetrievalResult(query, mode, [], [], 0.0, timings, note="the query has no words")
         w = self.weights
         t = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 
 from db.errors import VectorIndexError
 
-FLAT_LIMIT = 200_000  # above this many vectors an HNSW index answers faster than exact search
+FLAT_LIMIT = 100_000  # above this many vectors use `ingest reindex --index-kind hnsw` (or pgvector): see bench/README.md
 
 
 class VectorStore(Protocol):

@@ -18,6 +18,7 @@ from rich.table import Table
 from db.errors import DatabaseError
 from db.models import IngestRun
 from db.settings import Settings
+from db.vectorstore import FLAT_LIMIT
 from ingest.errors import EmptySource, IngestError, RecordError, SourceError, UnsupportedSource
 from ingest.facts import resolve_relations
 from ingest.indexing import diff_index, reembed, sync_index
@@ -214,6 +215,8 @@ def status(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json", hel
     idx = stats["index"]
     table.add_row("index", f"{idx['vectors']} vectors, {idx['kind']}, {idx['model']}, "
                   f"{'in sync' if idx['in_sync'] else 'OUT OF SYNC: run `ingest verify`'}")
+    if idx["kind"] == "flat" and idx["vectors"] > FLAT_LIMIT:
+        table.add_row("hint", f"over {FLAT_LIMIT:,} vectors: `ingest reindex --index-kind hnsw` (or JINRO_VECTOR_STORE=pgvector) is faster")
     if stats["last_runs"]:
         r = stats["last_runs"][0]
         table.add_row("last run", f"{escape(r['command'])} — {r['status']} (+{r['added']} ~{r['updated']} ={r['unchanged']}, {r['errors']} problems)")

@@ -181,7 +181,7 @@ def test_a_100kb_query_gives_a_result_in_bounded_time(retriever: HybridRetriever
     assert len(result.query) <= 2000
 
 
-@pytest.mark.parametrize("query", ["?!...", "~~~ !!! ???", "😀🎉🔥", "🙂 ... 👍!"])
+@pytest.mark.parametrize("query", ["?!...", "~~~ !!! ???", "😀🎉🔥", "🙂 ... 👍!", "ㅋㅋㅋ", "ㅠㅠ ㅎㅎ"])
 def test_punctuation_or_emoji_only_gives_no_hits_and_a_note(retriever: HybridRetriever, query: str) -> None:
     for mode in ("dense", "hybrid+facts"):
         result = retriever.search(query, mode=mode)

@@ -137,7 +137,8 @@ def serve(
               f"{workers} worker(s), database {shown}, generator {settings.generator}", highlight=False, soft_wrap=True)
     config = TcpNoDelayConfig("assistant.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                               log_config=log_config(log_level), log_level=log_level.lower(),
-                              timeout_graceful_shutdown=10, timeout_worker_healthcheck=worker_healthcheck)
+                              timeout_graceful_shutdown=10, timeout_worker_healthcheck=worker_healthcheck,
+                              timeout_keep_alive=75)  # outlive clients' and load balancers' idle keep-alive (60 s)
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.models import Document, Occupation, OccupationAlias
+from ingest.jobs import education_short
 
 MAX_SCAN_CHARS = 4000  # names are looked for in the first 4,000 characters of a (possibly huge) text
 AMBIGUOUS = 3  # an alias naming more than this many occupations identifies none
@@ -51,10 +52,7 @@ class OccupationFacts:
 
     @property
     def education_short(self) -> str | None:
-        if not self.education_level:
-            return None
-        m = re.search(r"\(([^)]*)\)\s*$", self.education_level)
-        return m.group(1).strip() if m else self.education_level
+        return education_short(self.education_level)
 
 
 @dataclass(frozen=True)
@@ -65,10 +63,6 @@ class Mention:
     start: int
     end: int
     text: str
-
-
-def compact(text: str) -> str:
-    return "".join(text.split()).replace("·", "").replace("ㆍ", "")
 
 
 @dataclass

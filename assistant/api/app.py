@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import AsyncIterator
@@ -22,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistant.api import problems
 from assistant.api.deps import ApiState
-from assistant.api.metrics import ApiMetrics, MetricsMiddleware
+from assistant.api.metrics import ApiMetrics, MetricsMiddleware, ResponseObserver
 from assistant.api.ratelimit import RateLimiter, build_limiter
 from assistant.api.routes import chat_completions, health, knowledge, messages, review, sessions, web
 from assistant.api.security import install_log_scrubber
@@ -97,29 +96,12 @@ class BodyLimit:
                            headers={"Connection": "close"})(scope, receive, send)
 
 
-class AccessLog:
+class AccessLog(ResponseObserver):
     """One line per request on `jinro.api.access`: method, path (never the query), status, time, key prefix."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), {"code": 500}
-
-        async def _send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, _send)
-        finally:
-            key = (scope.get("state") or {}).get("key_prefix", "-")
-            access_log.info("%s %s %d %.1fms key=%s", scope.get("method"), scope.get("path"), status["code"],
-                            (time.perf_counter() - start) * 1000, key)
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        key = (scope.get("state") or {}).get("key_prefix", "-")
+        access_log.info("%s %s %d %.1fms key=%s", scope.get("method"), scope.get("path"), status, seconds * 1000, key)
 
 
 def _warm(state: ApiState) -> None:

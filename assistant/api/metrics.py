@@ -59,18 +59,17 @@ class ApiMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class MetricsMiddleware:
-    """Counts every response by its route *template* (`/v1/sessions/{session_id}`), never the raw path."""
+class ResponseObserver:
+    """ASGI middleware base: runs the app, then `observe(scope, status, seconds)` once per HTTP request."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
-        status = {"code": 500}
+        start, status = time.perf_counter(), {"code": 500}
 
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -80,8 +79,21 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, _send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status["code"])).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            self.observe(scope, status["code"], time.perf_counter() - start)
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class MetricsMiddleware(ResponseObserver):
+    """Counts every response by its route *template* (`/v1/sessions/{session_id}`), never the raw path."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        template = getattr(scope.get("route"), "path", None) or "<unmatched>"
+        method = scope.get("method", "")
+        self.metrics.requests.labels(method, template, str(status)).inc()
+        self.metrics.latency.labels(method, template).observe(seconds)

@@ -50,7 +50,10 @@ def dialogue(
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
     table = Table(title=f"{scenarios.name}: {report['scenarios']} scenarios ({gen.name})", show_header=False)
-    for key in ("cited", "answered", "turn_p50_ms", "turn_p95_ms"):
+    keys = ("cited", "answered", "turn_p50_ms", "turn_p95_ms")
+    if gen.name != "grounded":
+        keys = keys[:2] + ("model_answered", "guard_replaced") + keys[2:]
+    for key in keys:
         table.add_row(key, str(report[key]))
     out.print(table)
     for f in report["failures"][:10]:

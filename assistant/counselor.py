@@ -23,7 +23,7 @@ from assistant.facts import OccupationFacts
 from assistant.factguard import check_answer, leaks_instructions
 from assistant.generation import GenerationRequest, Generator
 from assistant.grounded import GroundedGenerator
-from assistant.grounding import Citation, citations_for, classify, fact_block, passage_of, refers_back
+from assistant.grounding import citations_for, classify, fact_block, passage_of, refers_back
 from assistant.memory import Memory, fold_summary, load_memory, save_memory
 from assistant.profile import update_profile
 from assistant.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
@@ -177,7 +177,7 @@ class Counselor:
             leaked = leaks_instructions(answer, self.config.persona)
             guard = "passed" if report.ok and answer and not leaked else "replaced"
             if guard == "replaced":
-                answer = "".join(self.grounded.stream(request)).strip()
+                model_answer, answer = answer, "".join(self.grounded.stream(request)).strip()
                 if self.metrics is not None:
                     self.metrics.fact_guard_replaced()
             lap("guard")
@@ -191,10 +191,13 @@ class Counselor:
         elif self.rng.random() < self.config.review_sample_rate:
             review = ("sample", 4)
         memory.turns = turn_no
-        yield self._store(memory, text, answer, citations, [_facts_json(f) for f in memory.fact_records()[-1:] if facts_now],
+        stored = self._store(memory, text, answer, citations, [_facts_json(f) for f in memory.fact_records()[-1:] if facts_now],
                           [passage_of(h).__dict__ for h in result.hits[: self.config.passages]],
                           self._safety(assessment, memory), timings, self.generator.name, result.confidence, guard,
                           review=review, urgent=False, clock=clock)
+        if guard == "replaced":
+            stored.extra["model_answer"] = model_answer  # what the model said, for evaluation; never shown
+        yield stored
 
     # ------------------------------------------------------------------ helpers
     def _mention_names(self, text: str) -> list[str]:

@@ -53,8 +53,11 @@ def load_scenarios(path: Path) -> list[Scenario]:
 
 def evaluate_dialogue(counselor: Counselor, scenarios: list[Scenario], *,
                       on_progress: Callable[[], None] | None = None) -> dict:
-    cited = answered = 0
-    failures = []
+    """Scores per scenario, plus every last answer. For a model generator, `model_answered` scores what the model
+    itself said (before the fact guard replaced an answer with the grounded one) and `guard_replaced` is the share of
+    last answers the guard replaced; `answered` scores what the student saw."""
+    cited = answered = model_answered = replaced = 0
+    failures, answers = [], []
     latencies: list[float] = []
     for sc in scenarios:
         session = create_session(counselor.factory, "eval")
@@ -67,10 +70,16 @@ def evaluate_dialogue(counselor: Counselor, scenarios: list[Scenario], *,
         finally:
             delete_session(counselor.factory, session.id, "eval")
         ids = {c["external_id"] for c in result.citations}
+        own = result.extra.get("model_answer", result.answer)
         ok_cite = not sc.gold or bool(ids & set(sc.gold))
         ok_answer = not sc.answer_any or any(a in result.answer for a in sc.answer_any)
+        ok_own = not sc.answer_any or any(a in own for a in sc.answer_any)
         cited += ok_cite
         answered += ok_answer
+        model_answered += ok_own
+        replaced += result.fact_guard == "replaced"
+        answers.append({"name": sc.name, "turns": list(sc.turns), "answer": result.answer, "fact_guard": result.fact_guard,
+                        "model_answer": own, "cited_ok": ok_cite, "answered_ok": ok_answer, "model_answered_ok": ok_own})
         if not (ok_cite and ok_answer):
             failures.append({"name": sc.name, "turns": list(sc.turns), "gold": list(sc.gold),
                              "answer_any": list(sc.answer_any), "cited": sorted(ids), "answer": result.answer,
@@ -79,5 +88,6 @@ def evaluate_dialogue(counselor: Counselor, scenarios: list[Scenario], *,
             on_progress()
     n = len(scenarios)
     return {"scenarios": n, "cited": round(cited / n, 4), "answered": round(answered / n, 4),
+            "model_answered": round(model_answered / n, 4), "guard_replaced": round(replaced / n, 4),
             "turn_p50_ms": round(float(np.percentile(latencies, 50)), 2),
-            "turn_p95_ms": round(float(np.percentile(latencies, 95)), 2), "failures": failures}
+            "turn_p95_ms": round(float(np.percentile(latencies, 95)), 2), "failures": failures, "answers": answers}

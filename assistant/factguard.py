@@ -9,10 +9,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from assistant.grounding import block_fields
 from assistant.prompt import PromptParts
 
 _CERT = re.compile(r"[가-힣A-Za-z0-9()·]{1,20}?(?:산업기사|기능사|기능장|기술사|기사|자격증|면허|[1-3]급)")
 _EDU = re.compile(r"전문대졸|대졸|고졸|중졸|초졸|대학원|석사|박사|학사")
+_LEVEL = re.compile(r"전문대졸|(?<!전문)대졸|고졸|중졸|초졸|대학원")  # an education level claimed in an answer
+_PASSAGE_LEVEL = re.compile(r"학력:\s*([^.\n]+)")
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 _ALLOWED_NUMBERS = {"109", "1388", "112", "117", "119", "1577-0199"}
 _GENERIC = {"자격증", "면허", "관련 자격증", "국가자격증", "국가기술자격증", "민간자격증", "기사", "1급", "2급", "3급"}
@@ -48,6 +51,7 @@ def check_answer(answer: str, parts: PromptParts,
     for m in _EDU.finditer(answer):
         if m.group(0) not in ctx and not (m.group(0) == "대졸" and "대졸" in ctx):
             unsupported.append(f"education:{m.group(0)}")
+    unsupported += [f"education:{level}" for level in misattributed_levels(answer, parts)]
     for m in _NUMBER.finditer(answer):
         num = m.group(0)
         if len(num.replace(",", "").replace(".", "")) >= 2 and num not in _ALLOWED_NUMBERS and num not in context:
@@ -58,6 +62,22 @@ def check_answer(answer: str, parts: PromptParts,
             if name not in known and _compact(name) not in ctx:
                 unsupported.append(f"occupation:{name}")
     return GuardReport(not unsupported, list(dict.fromkeys(unsupported)))
+
+
+def misattributed_levels(answer: str, parts: PromptParts) -> list[str]:
+    """Education levels the answer gives that belong to none of the occupations it is about. Those are the
+    occupations of the facts and passages whose names the answer mentions, or, when it names none, the occupation in
+    focus (the last fact block). A level in another occupation's passage is no support: a small model copied
+    가정전문간호사's "대학원 이상" into an answer about 간호사."""
+    levels = list(dict.fromkeys(m.group(0) for m in _LEVEL.finditer(answer)))
+    if not levels or not parts.facts:
+        return []
+    known = [(b.title, block_fields(b).get("education", "")) for b in parts.facts]
+    known += [(p.title, " ".join(_PASSAGE_LEVEL.findall(p.text))) for p in parts.passages]
+    text = _compact(answer)
+    about = [edu for name, edu in known if name and _compact(name.split("(")[0]) in text] or [known[len(parts.facts) - 1][1]]
+    allowed = {m.group(0) for edu in about for m in _LEVEL.finditer(edu)}
+    return [level for level in levels if level not in allowed]
 
 
 def leaks_instructions(answer: str, persona: str, window: int = 24) -> bool:

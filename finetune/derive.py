@@ -7,6 +7,9 @@ What a run on Gemma 270M taught us, and what this module therefore varies:
   - follow-ups that refer back without the name ("그 직업은 자격증 필요해?"), two or three turns deep;
   - occupations WITHOUT certificates: the answer says no certificate is registered (never "정보 없음" as a name);
   - a second, unrelated fact block before the one in focus, so the model learns to answer about the last one;
+  - retrieved passages of OTHER occupations after the facts, as the counselor's prompt has them (mostly of the same
+    classification, e.g. 가정전문간호사 beside 간호사, each with its own 학력/자격증 line): a model trained without
+    them copied a passage's "대학원 이상" into an answer about 간호사;
   - answers of at most MAX_ANSWER_CHARS characters.
 Every conversation is labelled derived with its provenance (job id, question types, template version).
 """
@@ -22,13 +25,15 @@ from typing import Iterator
 
 from assistant.facts import OccupationFacts
 from assistant.grounding import SOURCE_NAME, fact_block
-from assistant.prompt import PromptParts, Turn
+from assistant.prompt import Passage, PromptParts, Turn
 from finetune.errors import FinetuneError
 from finetune.formats import Conversation
-from ingest.jobs import OccupationRecord, education_short, parse_record
+from ingest.chunking import chunk_text
+from ingest.jobs import OccupationRecord, education_short, parse_record, render_document
 
-GENERATOR = "finetune.derive/1"
+GENERATOR = "finetune.derive/2"
 MAX_ANSWER_CHARS = 300
+PASSAGE_COUNTS, PASSAGE_WEIGHTS = (0, 1, 2, 3), (2, 2, 3, 3)  # the counselor shows up to 4
 INTENTS = ("duties", "education", "certificate", "related", "fit", "unanswerable")
 INTERESTS = ("그림 그리기", "사람 돕는 일", "컴퓨터", "운동", "글쓰기", "만들기", "수학", "음악", "요리", "동물",
              "과학 실험", "말하기", "기계 다루기", "꾸미기")
@@ -225,8 +230,17 @@ def _plan(rng: random.Random, f: OccupationFacts) -> list[str]:
     return intents
 
 
+def passage_of_record(rng: random.Random, rec: OccupationRecord) -> Passage:
+    """A passage of `rec` as retrieval returns it: one chunk of its ingested text, most often the last one, which
+    carries its 학력/자격증 line."""
+    doc = render_document(rec, "")
+    chunks = chunk_text(doc.text)
+    chunk = chunks[-1] if rng.random() < 0.6 else rng.choice(chunks)
+    return Passage(rec.external_id, rec.name, doc.as_of, chunk.text, 0.0)
+
+
 def job_conversation(rng: random.Random, f: OccupationFacts, other: OccupationFacts | None, source: str,
-                     line: int) -> Conversation:
+                     line: int, passages: tuple[Passage, ...] = ()) -> Conversation:
     intents = _plan(rng, f)
     interest = rng.choice(INTERESTS)
     turns: list[Turn] = []
@@ -235,41 +249,59 @@ def job_conversation(rng: random.Random, f: OccupationFacts, other: OccupationFa
         named = k == 0 or rng.random() < 0.3
         turns.append(Turn("student", question(rng, intent, f.name if named else None, interest, topic)))
         turns.append(Turn("counselor", answer(rng, intent, f, label)))
-    profile: tuple[str, ...] = ()
+    profile: list[str] = []
     if rng.random() < 0.4:
-        profile = (f"학년: {rng.choice(GRADES)}", f"관심 분야: {interest}")
+        profile += [f"학년: {rng.choice(GRADES)}", f"관심 분야: {interest}"]
+    if rng.random() < 0.5:
+        profile.append(f"생각 중인 직업: {f.name}")  # what the counselor's profile memory adds
     blocks = ((fact_block(other),) if other is not None else ()) + (fact_block(f),)
-    parts = PromptParts(profile_lines=profile, facts=blocks)
+    parts = PromptParts(profile_lines=tuple(profile), facts=blocks, passages=passages)
     provenance = {"generator": GENERATOR, "kind": "job_dictionary", "job": f.external_id, "name": f.name,
-                  "intents": intents, "distractor": other.external_id if other else None, "file": f"{source}:{line}"}
+                  "intents": intents, "distractor": other.external_id if other else None,
+                  "passages": [p.source_id for p in passages], "file": f"{source}:{line}"}
     return Conversation(f"derived:{f.code}:{line}", "derived:job", parts, tuple(turns), True, provenance)
 
 
-def read_job_facts(path: Path) -> list[tuple[int, OccupationFacts]]:
+def read_job_records(path: Path) -> list[tuple[int, OccupationRecord]]:
     if not path.is_file():
         raise FinetuneError(f"{path}: no such file — give the job dictionary JSONL (data/job_dictionary/*.jsonl)")
     out = []
     with path.open(encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             try:
-                out.append((lineno, facts_of(parse_record(json.loads(line)))))
+                out.append((lineno, parse_record(json.loads(line))))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # `ingest jobs` reports malformed records; here they are just skipped
     return out
 
 
+def _distractors(rng: random.Random, jobs: list[tuple[int, OccupationRecord]], by_class: dict[str, list[int]],
+                 i: int, avoid: set[str]) -> tuple[Passage, ...]:
+    want = rng.choices(PASSAGE_COUNTS, weights=PASSAGE_WEIGHTS)[0]
+    same = [j for j in by_class.get(jobs[i][1].keco_name or "", []) if j != i]
+    rng.shuffle(same)
+    picks = same[:want] + [rng.randrange(len(jobs)) for _ in range(max(0, want - len(same)))]
+    recs = [jobs[j][1] for j in picks if jobs[j][1].code != jobs[i][1].code and jobs[j][1].external_id not in avoid]
+    return tuple(passage_of_record(rng, r) for r in recs)
+
+
 def derive_job_conversations(path: Path, *, limit: int | None = None, seed: int = 42) -> Iterator[Conversation]:
     """One derived conversation per occupation (the first `limit` occupations, in a seeded order)."""
     rng = random.Random(seed)
-    jobs = read_job_facts(path)
+    jobs = read_job_records(path)
+    by_class: dict[str, list[int]] = {}
+    for k, (_, rec) in enumerate(jobs):
+        by_class.setdefault(rec.keco_name or "", []).append(k)
     order = list(range(len(jobs)))
     rng.shuffle(order)
     for i in order[: limit if limit is not None else len(order)]:
-        line, f = jobs[i]
-        other = jobs[rng.randrange(len(jobs))][1] if len(jobs) > 1 and rng.random() < 0.3 else None
+        line, rec = jobs[i]
+        f = facts_of(rec)
+        other = facts_of(jobs[rng.randrange(len(jobs))][1]) if len(jobs) > 1 and rng.random() < 0.3 else None
         if other is not None and other.code == f.code:
             other = None
-        yield job_conversation(rng, f, other, path.name, line)
+        avoid = {f.external_id} | ({other.external_id} if other else set())
+        yield job_conversation(rng, f, other, path.name, line, _distractors(rng, jobs, by_class, i, avoid))
 
 
 def chitchat_conversations(path: Path, *, limit: int | None = 1000, seed: int = 42,

@@ -27,7 +27,7 @@ from assistant.prompt import PROMPT_FORMAT
 from finetune.config import TrainConfig
 from finetune.errors import FinetuneError
 from finetune.formats import read_examples
-from finetune.masking import Encoded, collate, encode_segments, masked_loss, validation_loss
+from finetune.masking import Encoded, batch_loss, collate, encode_segments, validation_loss
 
 
 @dataclass(frozen=True)
@@ -209,8 +209,7 @@ def train(cfg: TrainConfig, *, resume: bool | Path = False, log: Callable[[str],
             batch = {key: v.to(accelerator.device) for key, v in collate([train_data[i] for i in next(batches)], pad_id).items()}
             sync = k == accum - 1
             with nullcontext() if sync else accelerator.no_sync(model):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss_sum, n = masked_loss(logits, batch["labels"])
+                loss_sum, n = batch_loss(model, batch)
                 loss = loss_sum / n.clamp(min=1) / accum
                 accelerator.backward(loss)
             step_loss += float(loss.detach())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -150,6 +149,19 @@ def test_fact_guard_replaces_an_invented_certificate(kb: KB, embedder) -> None: 
     _, (result,) = talk(c, "간호사가 되려면 자격증이 필요해?")
     assert result.fact_guard == "replaced" and result.review == "fact_guard"
     assert "우주비행기사" not in result.answer and "간호사" in result.answer
+    assert result.extra["model_answer"] == gen.answer and "model_answer" not in result.to_json()
+
+
+def test_dialogue_eval_scores_the_model_apart_from_the_guard(kb: KB, embedder) -> None:  # noqa: ANN001
+    from assistant.dialogue_eval import Scenario, evaluate_dialogue
+
+    c = make(kb, embedder, ScriptedGenerator("간호사가 되려면 우주비행기사 자격증이 꼭 필요해요.", context_window=4096))
+    sc = Scenario("nurse-cert", ("간호사가 되려면 자격증이 필요해?",), (), ("관련된 자격증",))
+    report = evaluate_dialogue(c, [sc])
+    (row,) = report["answers"]
+    assert report["guard_replaced"] == 1.0 and row["fact_guard"] == "replaced"
+    assert report["answered"] == 1.0 and report["model_answered"] == 0.0  # the student saw the grounded answer
+    assert "우주비행기사" in row["model_answer"] and "우주비행기사" not in row["answer"]
 
 
 def test_fact_guard_passes_a_grounded_llm_answer(kb: KB, embedder) -> None:  # noqa: ANN001

@@ -22,7 +22,7 @@ from finetune.config import load_config
 from finetune.derive import MAX_ANSWER_CHARS, chitchat_conversations, derive_job_conversations, facts_of, polite
 from finetune.errors import ConfigError
 from finetune.formats import ReviewExport, read_examples
-from finetune.masking import IGNORE, encode_segments
+from finetune.masking import IGNORE, batch_loss, collate, encode_segments, masked_loss
 from finetune.prepare import split_sessions
 from finetune.tiny import TinySpec, build_tiny_model
 from finetune.train import lr_factor, micro_batches
@@ -113,6 +113,25 @@ def test_loss_mask_covers_exactly_the_counselor_tokens(dataset, tiny):
         expected = [s.text for s in ex.segments if s.trainable]
         assert [tok.decode(r) for r in runs] == [t.replace(EOS_MARKER, tok.eos_token) for t in expected]
         assert all(t.endswith(EOS_MARKER) for t in expected)
+
+
+def test_batch_loss_projects_only_counselor_positions_and_equals_the_full_loss(dataset, tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    seen: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].numel() // i[0].shape[-1]))
+    encoded = [encode_segments(tok, ex.segments) for ex in read_examples(dataset / "train.jsonl")[:6]]
+    batch = collate(encoded, tok.pad_token_id)  # right-padded, rows of different lengths
+    with torch.no_grad():
+        full, n_full = masked_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                   batch["labels"])
+        part, n_part = batch_loss(model, batch)
+    hook.remove()
+    assert int(n_part) == int(n_full) == sum(e.trainable_tokens for e in encoded)
+    assert torch.allclose(part, full, rtol=1e-5)
+    assert seen[0] == batch["input_ids"].numel() and seen[1] == int(n_part) < batch["input_ids"].numel() / 2
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +230,11 @@ def test_derived_data_is_varied_grounded_and_bounded():
     unknown = [a for c, i, a in answers if c.provenance["intents"][i // 2] == "unanswerable"]
     assert unknown and all("자료에 없" in a and ("커리어넷" in a or "고용24" in a) for a in unknown)
     assert sum(len(c.parts.facts) == 2 for c in convs) > 50  # a distractor first, the focus last
+    # retrieved passages of OTHER occupations, as the counselor's prompt has them, mostly with their own 학력 line
+    passages = [(c, p) for c in convs for p in c.parts.passages]
+    assert sum(bool(c.parts.passages) for c in convs) > 250 and all(len(c.parts.passages) <= 4 for c in convs)
+    assert all(p.source_id not in {b.source_id for b in c.parts.facts} for c, p in passages)
+    assert sum("학력: " in p.text for _, p in passages) > 0.4 * len(passages)
     # facts in the prompt exactly as at inference: assistant.grounding.fact_block of the same record
     first = convs[0]
     line = JOBS.read_text(encoding="utf-8").splitlines()[int(first.provenance["file"].rsplit(":", 1)[1]) - 1]

@@ -1,0 +1,162 @@
+"""The counselor fine-tune on a real model, measured where it matters: the dialogue scenarios, played through the
+real counselor (retrieval, facts, memory, prompt, fact guard) with Gemma 3 270M before and after the LoRA adapter,
+against the `grounded` generator.
+
+    python bench/finetune_bench.py --adapter var/runs/gemma3-270m-cpu/adapter
+    python bench/finetune_bench.py --adapter ... --generators base --sets unlike      # one cell at a time
+    python bench/finetune_bench.py --adapter var/runs/x/adapter --generators tuned --label tuned-x   # another run
+    python bench/finetune_bench.py --report-only                                       # rebuild answers.md
+
+Sets: `dev` = data/eval/dialogue_dev.jsonl (54 scenarios), `unlike` = data/eval/dialogue_unlike.jsonl (20 scenarios
+worded unlike finetune/derive.py's templates, incl. questions the facts cannot answer). Each (generator, set) cell
+is written to bench/out/finetune/<generator>.<set>.json as soon as it is done and reused on a rerun (--force
+recomputes); bench/out/finetune/answers.md puts every last answer side by side. The knowledge DB is the full
+bundled dictionary under bench/out/data (built on first use, like bench/turn_bench.py).
+
+For the LLM generators `answered` scores what the student saw (after the fact guard) and `model_answered` what the
+model itself said; `guard_replaced` is the share of last answers the guard replaced with the grounded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rich.progress import Progress  # noqa: E402
+
+from assistant.dialogue_eval import evaluate_dialogue, load_scenarios  # noqa: E402
+from assistant.generation import Generator  # noqa: E402
+from assistant.runtime import build_runtime, load_generator  # noqa: E402
+
+DATA = ROOT / "bench" / "out" / "data"
+OUT = ROOT / "bench" / "out" / "finetune"
+SETS = {"dev": ROOT / "data/eval/dialogue_dev.jsonl", "unlike": ROOT / "data/eval/dialogue_unlike.jsonl"}
+BASE = "gemma3-270m-gguf"
+GENERATORS = ("grounded", "base", "tuned")
+
+
+def ensure_kb() -> None:
+    if not (DATA / "jinro.db").exists():
+        subprocess.run(["ingest", "jobs", str(ROOT / "data/job_dictionary")], check=True,
+                       env={**os.environ, "JINRO_DATA_DIR": str(DATA)})
+
+
+def make_generator(which: str, adapter: Path | None) -> Generator:
+    if which == "grounded":
+        return load_generator("grounded")
+    if which == "tuned" and adapter is None:
+        raise SystemExit("--adapter is needed for the `tuned` generator")
+    return load_generator(f"transformers:{BASE}", adapter=str(adapter) if which == "tuned" else None)
+
+
+def run_cell(which: str, gen: Generator, set_name: str, limit: int | None) -> dict:
+    scenarios = load_scenarios(SETS[set_name])[:limit]
+    rt = build_runtime(f"sqlite:///{DATA / 'jinro.db'}", DATA / "index", "use-multilingual-v3", gen)
+    rt.counselor.warm()
+    with Progress() as progress:
+        task = progress.add_task(f"{which} on {set_name}", total=len(scenarios))
+        report = evaluate_dialogue(rt.counselor, scenarios, on_progress=lambda: progress.advance(task))
+    rt.knowledge.engine.dispose()
+    report.update(generator=which, generator_name=gen.name, set=set_name)
+    return report
+
+
+def _cells() -> dict[tuple[str, str], dict]:
+    out = {}
+    for f in sorted(OUT.glob("*.json")):
+        which, set_name = f.stem.rsplit(".", 1)
+        out[(which, set_name)] = json.loads(f.read_text(encoding="utf-8"))
+    return out
+
+
+def _order(label: str) -> tuple[int, str]:
+    return ({"grounded": 0, "base": 1}.get(label, 2), label)
+
+
+def _one_line(text: str, limit: int = 220) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def write_report(training: dict | None) -> Path:
+    cells = _cells()
+    lines = ["# Gemma 3 270M counselor fine-tune: dialogue scenarios before and after", ""]
+    if training:
+        lines += ["Training: " + ", ".join(f"{k} {v}" for k, v in training.items()), ""]
+    for set_name in SETS:
+        present = sorted({g for g, s in cells if s == set_name}, key=_order)
+        if not present:
+            continue
+        lines += [f"## {set_name} ({SETS[set_name].name})", "",
+                  "| generator | scenarios | cited | answered (shown) | model answered | guard replaced | turn p50 | turn p95 |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for g in present:
+            r = cells[(g, set_name)]
+            lines.append(f"| {g} ({r['generator_name']}) | {r['scenarios']} | {r['cited']:.2f} | {r['answered']:.2f} | "
+                         f"{r.get('model_answered', r['answered']):.2f} | {r.get('guard_replaced', 0):.2f} | "
+                         f"{r['turn_p50_ms'] / 1000:.1f} s | {r['turn_p95_ms'] / 1000:.1f} s |")
+        lines += ["", "The model's own last answer (✓ contains an expected string; ⟲ the fact guard replaced it):", "",
+                  "| scenario | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+        rows = {g: {a["name"]: a for a in cells[(g, set_name)].get("answers", [])} for g in present}
+        names = list(dict.fromkeys(n for g in present for n in rows[g]))
+        for name in names:
+            cols = []
+            for g in present:
+                a = rows[g].get(name)
+                if a is None:
+                    cols.append("—")
+                    continue
+                mark = ("✓ " if a["model_answered_ok"] else "✗ ") + ("⟲ " if a["fact_guard"] == "replaced" else "")
+                cols.append(mark + _one_line(a["model_answer"]))
+            turns = next(rows[g][name]["turns"] for g in present if name in rows[g])
+            lines.append(f"| **{name}**: {_one_line(' / '.join(turns), 120)} | " + " | ".join(cols) + " |")
+        lines.append("")
+    path = OUT / "answers.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--adapter", type=Path, help="the LoRA adapter directory (finetune train's output_dir/adapter)")
+    ap.add_argument("--generators", nargs="+", choices=GENERATORS, default=list(GENERATORS))
+    ap.add_argument("--sets", nargs="+", choices=sorted(SETS), default=list(SETS))
+    ap.add_argument("--label", default="tuned", help="the name the tuned run's results are filed under")
+    ap.add_argument("--limit", type=int, help="only the first N scenarios of each set")
+    ap.add_argument("--force", action="store_true", help="recompute cells that already have a result")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    info = args.adapter / "jinro_adapter.json" if args.adapter else None
+    training = json.loads(info.read_text(encoding="utf-8")).get("training") if info and info.is_file() else None
+    if training:
+        training = {k: round(v, 4) if isinstance(v, float) else v for k, v in training.items()
+                    if k in ("steps", "train_examples", "val_loss_before", "val_loss_after")}
+    if not args.report_only:
+        ensure_kb()
+        for which in args.generators:
+            label = args.label if which == "tuned" else which
+            todo = [s for s in args.sets if args.force or not (OUT / f"{label}.{s}.json").exists()]
+            if not todo:
+                continue
+            gen = make_generator(which, args.adapter)
+            for set_name in todo:
+                report = run_cell(label, gen, set_name, args.limit)
+                (OUT / f"{label}.{set_name}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n",
+                                                              encoding="utf-8")
+                print(f"{label:8} {set_name:6} cited {report['cited']:.2f} answered {report['answered']:.2f} "
+                      f"model {report['model_answered']:.2f} replaced {report['guard_replaced']:.2f} "
+                      f"p50 {report['turn_p50_ms'] / 1000:.1f} s", flush=True)
+            del gen
+    print(f"wrote {write_report(training)}")
+
+
+if __name__ == "__main__":
+    main()

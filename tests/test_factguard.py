@@ -1,0 +1,36 @@
+"""The fact guard on the answers a tuned Gemma 270M really gave (bench/finetune_bench.py): claims must be supported
+by the facts of the occupation the answer is about, not by any text anywhere in the prompt."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.factguard import check_answer, misattributed_levels
+from assistant.grounding import fact_block
+from assistant.prompt import Passage, PromptParts
+from finetune.evaluate import _NURSE, _WEB
+
+# the counselor's prompt for 간호사 carries passages of related occupations, each with its own 학력 line
+HOME_NURSE = Passage("job:K000001706", "가정전문간호사", "2017",
+                     "환자의 특성과 요구에 맞춰 전문적인 간호를 수행한다. 학력: 대학원 이상. 숙련기간: 2년 초과 ~ 4년 이하. "
+                     "관련 자격증: 간호사, 가정전문간호사.", 0.0)
+NURSE = PromptParts(facts=(fact_block(_NURSE),), passages=(HOME_NURSE,), question="간호사 되려면 4년제 나와야 돼요?")
+WEB = PromptParts(facts=(fact_block(_WEB),), question="웹디자이너는 학교 얼마나 다녀야 해?")
+
+
+@pytest.mark.parametrize(("parts", "answer", "ok"), [
+    (NURSE, "한국직업사전 자료를 보면 간호사는 보통 '대학원 이상' 수준의 학력이 필요한 것으로 조사되어 있어요.", False),
+    (NURSE, "한국직업사전에 따르면 간호사는 보통 '대졸 정도' 수준의 학력이 필요해요.", True),
+    (NURSE, "간호사는 대졸 정도이고, 가정전문간호사는 대학원 이상이에요.", True),  # each level for the occupation named
+    (NURSE, "보통 '대졸 정도' 학력이 필요해요.", True),  # names none: the occupation in focus
+    (WEB, "웹디자이너는 보통 '대졸 정도' 수준의 학력이 필요해요.", False),  # 대졸 is not 전문대졸
+    (WEB, "웹디자이너는 보통 '전문대졸 정도' 수준의 학력이 필요해요.", True),
+    (WEB, "웹디자이너가 되려면 웹디자인기능사 자격증이 필요해요.", False),  # invented certificate
+])
+def test_claims_must_fit_the_occupation_they_are_about(parts: PromptParts, answer: str, ok: bool) -> None:
+    assert check_answer(answer, parts).ok is ok
+
+
+def test_the_misattributed_level_is_named() -> None:
+    assert misattributed_levels("간호사는 보통 '대학원 이상'이에요.", NURSE) == ["대학원"]
+    assert misattributed_levels("간호사는 대학원 이상이에요.", PromptParts(question="간호사?")) == []  # no facts: no claim to bind

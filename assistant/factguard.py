@@ -1,6 +1,7 @@
 """The fact guard: an LLM answer may only name certificates, education levels and figures that appear in the
-facts and passages it was given. Small tuned models do invent such names; an answer that does is replaced by the
-`grounded` answer for that turn (the counselor counts it and queues it for review).
+facts and passages it was given, and the levels and certificates it gives an occupation must be that occupation's.
+Small tuned models do invent such names, and copy them from the wrong passage; an answer that does is replaced by
+the `grounded` answer for that turn (the counselor counts it and queues it for review).
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from assistant.grounding import block_fields
+from assistant.grounding import NO_CERTIFICATE, block_fields
 from assistant.prompt import PromptParts
 
 _CERT = re.compile(r"[가-힣A-Za-z0-9()·]{1,20}?(?:산업기사|기능사|기능장|기술사|기사|자격증|면허|[1-3]급)")
 _EDU = re.compile(r"전문대졸|대졸|고졸|중졸|초졸|대학원|석사|박사|학사")
 _LEVEL = re.compile(r"전문대졸|(?<!전문)대졸|고졸|중졸|초졸|대학원")  # an education level claimed in an answer
 _PASSAGE_LEVEL = re.compile(r"학력:\s*([^.\n]+)")
+_PASSAGE_CERTS = re.compile(r"관련 자격증:\s*([^\n]+?)(?:\.\s|\.$|$)")
+_NO_CERT = re.compile(r"자격증(?:이|은|는)?\s*(?:정보가\s*)?(?:따로\s*)?없")
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 _ALLOWED_NUMBERS = {"109", "1388", "112", "117", "119", "1577-0199"}
 _GENERIC = {"자격증", "면허", "관련 자격증", "국가자격증", "국가기술자격증", "민간자격증", "기사", "1급", "2급", "3급"}
@@ -52,6 +55,7 @@ def check_answer(answer: str, parts: PromptParts,
         if m.group(0) not in ctx and not (m.group(0) == "대졸" and "대졸" in ctx):
             unsupported.append(f"education:{m.group(0)}")
     unsupported += [f"education:{level}" for level in misattributed_levels(answer, parts)]
+    unsupported += [f"certificate:{name}" for name in misattributed_certificates(answer, parts)]
     for m in _NUMBER.finditer(answer):
         num = m.group(0)
         if len(num.replace(",", "").replace(".", "")) >= 2 and num not in _ALLOWED_NUMBERS and num not in context:
@@ -64,6 +68,32 @@ def check_answer(answer: str, parts: PromptParts,
     return GuardReport(not unsupported, list(dict.fromkeys(unsupported)))
 
 
+def _about(answer: str, parts: PromptParts) -> list[tuple[str, str, str]]:
+    """(name, education, certificates) of the occupations the answer is about: those of the facts and passages it
+    names, or, when it names none, the occupation in focus (the last fact block). Needs `parts.facts`."""
+    known = [(b.title, block_fields(b).get("education", ""), block_fields(b).get("certificates", NO_CERTIFICATE))
+             for b in parts.facts]
+    known += [(p.title, " ".join(_PASSAGE_LEVEL.findall(p.text)), " ".join(_PASSAGE_CERTS.findall(p.text)))
+              for p in parts.passages]
+    text = _compact(answer)
+    return [k for k in known if k[0] and _compact(k[0].split("(")[0]) in text] or [known[len(parts.facts) - 1]]
+
+
+def misattributed_certificates(answer: str, parts: PromptParts) -> list[str]:
+    """Certificate claims that do not hold for the occupations the answer is about: a certificate named that is not
+    theirs (a small model listed a passage's 롤러운전기능사 for 드론조종사), or "no certificate" said of an occupation
+    that has some (it told a student 사회복지사 needs none)."""
+    if not parts.facts:
+        return []
+    about = _about(answer, parts)
+    theirs = _compact(" ".join(certs for _, _, certs in about))
+    wrong = [m.group(0).strip("()") for m in _CERT.finditer(answer)]
+    wrong = [n for n in wrong if n not in _GENERIC and _compact(n) not in theirs]
+    if _NO_CERT.search(answer) and all(certs and certs != NO_CERTIFICATE for _, _, certs in about):
+        wrong.append("none")
+    return list(dict.fromkeys(wrong))
+
+
 def misattributed_levels(answer: str, parts: PromptParts) -> list[str]:
     """Education levels the answer gives that belong to none of the occupations it is about. Those are the
     occupations of the facts and passages whose names the answer mentions, or, when it names none, the occupation in
@@ -72,11 +102,7 @@ def misattributed_levels(answer: str, parts: PromptParts) -> list[str]:
     levels = list(dict.fromkeys(m.group(0) for m in _LEVEL.finditer(answer)))
     if not levels or not parts.facts:
         return []
-    known = [(b.title, block_fields(b).get("education", "")) for b in parts.facts]
-    known += [(p.title, " ".join(_PASSAGE_LEVEL.findall(p.text))) for p in parts.passages]
-    text = _compact(answer)
-    about = [edu for name, edu in known if name and _compact(name.split("(")[0]) in text] or [known[len(parts.facts) - 1][1]]
-    allowed = {m.group(0) for edu in about for m in _LEVEL.finditer(edu)}
+    allowed = {m.group(0) for _, edu, _ in _about(answer, parts) for m in _LEVEL.finditer(edu)}
     return [level for level in levels if level not in allowed]
 
 

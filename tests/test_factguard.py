@@ -15,6 +15,9 @@ HOME_NURSE = Passage("job:K000001706", "가정전문간호사", "2017",
                      "환자의 특성과 요구에 맞춰 전문적인 간호를 수행한다. 학력: 대학원 이상. 숙련기간: 2년 초과 ~ 4년 이하. "
                      "관련 자격증: 간호사, 가정전문간호사.", 0.0)
 NURSE = PromptParts(facts=(fact_block(_NURSE),), passages=(HOME_NURSE,), question="간호사 되려면 4년제 나와야 돼요?")
+DIGGER = PromptParts(facts=(fact_block(_NURSE),), question="간호사 자격증은?", passages=(Passage(
+    "job:K000000001", "굴삭기운전원", "2019", "굴삭기를 운전한다. 학력: 고졸 정도. 관련 자격증: 굴삭기운전기능사. 직업 분류: 건설기계 운전원.",
+    0.0),))
 WEB = PromptParts(facts=(fact_block(_WEB),), question="웹디자이너는 학교 얼마나 다녀야 해?")
 
 
@@ -26,6 +29,11 @@ WEB = PromptParts(facts=(fact_block(_WEB),), question="웹디자이너는 학교
     (WEB, "웹디자이너는 보통 '대졸 정도' 수준의 학력이 필요해요.", False),  # 대졸 is not 전문대졸
     (WEB, "웹디자이너는 보통 '전문대졸 정도' 수준의 학력이 필요해요.", True),
     (WEB, "웹디자이너가 되려면 웹디자인기능사 자격증이 필요해요.", False),  # invented certificate
+    (NURSE, "한국직업사전에는 간호사에 대해 등록된 자격증이 없어요.", False),  # it has one
+    (WEB, "한국직업사전에는 웹디자이너에 대해 등록된 자격증이 없어요.", True),
+    (DIGGER, "간호사 관련 자격증은 굴삭기운전기능사예요.", False),  # another occupation's certificate
+    (DIGGER, "굴삭기운전원은 굴삭기운전기능사 자격증이 필요해요.", True),  # ... fine when said of that one
+    (NURSE, "간호사가 되려면 간호사 면허가 필요하고, 보통 대졸 정도의 학력이 필요해요.", True),
 ])
 def test_claims_must_fit_the_occupation_they_are_about(parts: PromptParts, answer: str, ok: bool) -> None:
     assert check_answer(answer, parts).ok is ok

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from abc import ABC, abstractmethod
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,7 +60,7 @@ class ApiMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class ResponseObserver:
+class ResponseObserver(ABC):
     """ASGI middleware base: runs the app, then `observe(scope, status, seconds)` once per HTTP request."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -81,8 +82,9 @@ class ResponseObserver:
         finally:
             self.observe(scope, status["code"], time.perf_counter() - start)
 
+    @abstractmethod
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        raise NotImplementedError
+        """Called once per HTTP response, after it was sent (or failed: status 500)."""
 
 
 class MetricsMiddleware(ResponseObserver):

@@ -71,8 +71,8 @@ def check_answer(answer: str, parts: PromptParts,
 def _about(answer: str, parts: PromptParts) -> list[tuple[str, str, str]]:
     """(name, education, certificates) of the occupations the answer is about: those of the facts and passages it
     names, or, when it names none, the occupation in focus (the last fact block). Needs `parts.facts`."""
-    known = [(b.title, block_fields(b).get("education", ""), block_fields(b).get("certificates", NO_CERTIFICATE))
-             for b in parts.facts]
+    fields = [(b.title, block_fields(b)) for b in parts.facts]
+    known = [(title, f.get("education", ""), f.get("certificates", NO_CERTIFICATE)) for title, f in fields]
     known += [(p.title, " ".join(_PASSAGE_LEVEL.findall(p.text)), " ".join(_PASSAGE_CERTS.findall(p.text)))
               for p in parts.passages]
     text = _compact(answer)

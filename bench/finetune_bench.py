@@ -21,31 +21,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from rich.progress import Progress  # noqa: E402
 
 from assistant.dialogue_eval import evaluate_dialogue, load_scenarios  # noqa: E402
 from assistant.generation import Generator  # noqa: E402
 from assistant.runtime import build_runtime, load_generator  # noqa: E402
+from turn_bench import DATA, ensure_kb  # noqa: E402  (the same full-dictionary knowledge DB)
 
-DATA = ROOT / "bench" / "out" / "data"
 OUT = ROOT / "bench" / "out" / "finetune"
 SETS = {"dev": ROOT / "data/eval/dialogue_dev.jsonl", "unlike": ROOT / "data/eval/dialogue_unlike.jsonl"}
 BASE = "gemma3-270m-gguf"
 GENERATORS = ("grounded", "base", "tuned")
-
-
-def ensure_kb() -> None:
-    if not (DATA / "jinro.db").exists():
-        subprocess.run(["ingest", "jobs", str(ROOT / "data/job_dictionary")], check=True,
-                       env={**os.environ, "JINRO_DATA_DIR": str(DATA)})
 
 
 def make_generator(which: str, adapter: Path | None) -> Generator:

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from assistant.counselor import Counselor, CounselorConfig
+from assistant.counselor.turn import Counselor, CounselorConfig
 from assistant.errors import GenerationError
-from assistant.generation import Generator
-from assistant.grounded import GroundedGenerator
-from assistant.retrieval import HybridRetriever
+from assistant.generation.base import Generator
+from assistant.generation.grounded import GroundedGenerator
+from assistant.retrieval.hybrid import HybridRetriever
 from ingest.runtime import Knowledge, open_knowledge
 
 
@@ -19,11 +19,11 @@ def load_generator(spec: str, *, adapter: str | None = None, openai_model: str =
     if spec == "grounded":
         return GroundedGenerator()
     if spec.startswith("transformers:"):
-        from assistant.generation import TransformersGenerator
+        from assistant.generation.base import TransformersGenerator
 
         return TransformersGenerator(spec.split(":", 1)[1], adapter=adapter)
     if spec.startswith("openai:"):
-        from assistant.openai_generator import OpenAIGenerator
+        from assistant.generation.openai import OpenAIGenerator
 
         return OpenAIGenerator(spec.split(":", 1)[1], model=openai_model, api_key=openai_api_key)
     raise GenerationError(f"unknown generator {spec!r} — use 'grounded', 'transformers:<model>' or 'openai:<base URL>'")

@@ -78,7 +78,7 @@ def ensure_data(data: Path) -> KB:
     kb = KB(data, f"sqlite:///{(data / 'jinro.db').resolve()}")
     env = kb.env()
     code = ("from pathlib import Path; from db.settings import Settings; from ingest.runtime import open_knowledge;"
-            "from assistant.cli_api import ensure_knowledge, BUNDLED; s = Settings();"
+            "from assistant.cli.serve import ensure_knowledge, BUNDLED; s = Settings();"
             "k = open_knowledge(s.database_url(), s.index_dir, s.embedder); ensure_knowledge(k, BUNDLED, s)")
     subprocess.run([sys.executable, "-c", code], env=env, check=True)  # ingests (with progress) only when empty
     return kb
@@ -177,8 +177,8 @@ def sequential_api(url: str, key: str, turns: list[str]) -> tuple[list[float], l
 
 def in_process(kb: KB, sequences: list[list[str]], per_run: bool = False) -> list:
     from assistant.runtime import build_runtime
-    from assistant.grounded import GroundedGenerator
-    from assistant.sessions import create_session
+    from assistant.generation.grounded import GroundedGenerator
+    from assistant.counselor.sessions import create_session
 
     s = Settings(data_dir=kb.directory, db_url=kb.url)
     rt = build_runtime(kb.url, s.index_dir, s.embedder, GroundedGenerator())

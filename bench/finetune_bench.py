@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from rich.progress import Progress  # noqa: E402
 
-from assistant.dialogue_eval import evaluate_dialogue, load_scenarios  # noqa: E402
-from assistant.generation import Generator  # noqa: E402
+from assistant.evaluation.dialogue import evaluate_dialogue, load_scenarios  # noqa: E402
+from assistant.generation.base import Generator  # noqa: E402
 from assistant.runtime import build_runtime, load_generator  # noqa: E402
 from turn_bench import DATA, ensure_kb  # noqa: E402  (the same full-dictionary knowledge DB)
 

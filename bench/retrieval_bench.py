@@ -38,9 +38,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assistant.cli_eval import evaluate_retriever  # noqa: E402
-from assistant.retrieval import MODES, HybridRetriever  # noqa: E402
-from assistant.retrieval_eval import Question, evaluate, load_questions  # noqa: E402
+from assistant.cli.evaluate import evaluate_retriever  # noqa: E402
+from assistant.retrieval.hybrid import MODES, HybridRetriever  # noqa: E402
+from assistant.evaluation.retrieval import Question, evaluate, load_questions  # noqa: E402
 
 DEV = ROOT / "data" / "eval" / "retrieval_dev.jsonl"
 TEST = ROOT / "data" / "eval" / "retrieval_test.jsonl"

@@ -22,9 +22,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assistant.dialogue_eval import load_scenarios  # noqa: E402
+from assistant.evaluation.dialogue import load_scenarios  # noqa: E402
 from assistant.runtime import build_runtime, load_generator  # noqa: E402
-from assistant.sessions import create_session  # noqa: E402
+from assistant.counselor.sessions import create_session  # noqa: E402
 
 DATA = ROOT / "bench" / "out" / "data"
 STAGES = ("memory", "safety", "facts", "retrieval", "prompt", "generation", "guard", "store")

@@ -12,7 +12,7 @@ repeats that expression and predicate so the planner can use the index; `hnsw.ef
 (at least k: an HNSW scan returns at most ef_search rows).
 
 Readers need no in-memory copy and no sync: `load()` returns the store itself and takes the DB's knowledge
-version as its own, so `assistant.corpus.Corpus` never syncs it (the writers — `ingest`, the API's knowledge
+version as its own, so `assistant.retrieval.corpus.Corpus` never syncs it (the writers — `ingest`, the API's knowledge
 routes — do, in their own command).
 """
 

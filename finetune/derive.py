@@ -1,5 +1,5 @@
 """DERIVED training conversations: counselor answers composed from 한국직업사전 facts, with the facts in the prompt
-exactly as at inference (`assistant.grounding.fact_block`), plus chit-chat pairs (ChatbotData, MIT) for tone.
+exactly as at inference (`assistant.counselor.grounding.fact_block`), plus chit-chat pairs (ChatbotData, MIT) for tone.
 
 What a run on Gemma 270M taught us, and what this module therefore varies:
   - many phrasings per question type: what the job does, education, certificates, related jobs, fit (적성/흥미),
@@ -23,9 +23,9 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from assistant.facts import OccupationFacts
-from assistant.grounding import SOURCE_NAME, fact_block
-from assistant.prompt import Passage, PromptParts, Turn
+from assistant.retrieval.facts import OccupationFacts
+from assistant.counselor.grounding import SOURCE_NAME, fact_block
+from assistant.counselor.prompt import Passage, PromptParts, Turn
 from finetune.errors import FinetuneError
 from finetune.formats import Conversation
 from ingest.chunking import chunk_text

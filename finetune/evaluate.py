@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.facts import OccupationFacts
-from assistant.generation import (GenerationRequest, TransformersGenerator, load_adapter, load_causal_lm, load_tokenizer,
+from assistant.retrieval.facts import OccupationFacts
+from assistant.generation.base import (GenerationRequest, TransformersGenerator, load_adapter, load_causal_lm, load_tokenizer,
                                   pick_device, pick_dtype)
-from assistant.grounding import fact_block
-from assistant.prompt import STOP_SEQUENCES, PromptParts, Turn, render_prompt
+from assistant.counselor.grounding import fact_block
+from assistant.counselor.prompt import STOP_SEQUENCES, PromptParts, Turn, render_prompt
 from finetune.formats import read_examples
 from finetune.masking import encode_segments, validation_loss
 

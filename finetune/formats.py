@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from assistant.prompt import PROMPT_FORMAT, FactBlock, Passage, PromptParts, Segment, Turn
+from assistant.counselor.prompt import PROMPT_FORMAT, FactBlock, Passage, PromptParts, Segment, Turn
 from finetune.errors import DataFormatError, FinetuneError
 
 ROLE_ALIASES = {"user": "student", "student": "student", "assistant": "counselor", "counselor": "counselor"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from assistant.generation import (load_adapter, load_causal_lm, load_tokenizer, pick_device, pick_dtype,
+from assistant.generation.base import (load_adapter, load_causal_lm, load_tokenizer, pick_device, pick_dtype,
                                   read_adapter_info)
 from finetune.errors import FinetuneError
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.prompt import ANSWER_HEADER, CONTEXT_HEADER, DEFAULT_PERSONA, EOS_MARKER, QUESTION_HEADER
+from assistant.counselor.prompt import ANSWER_HEADER, CONTEXT_HEADER, DEFAULT_PERSONA, EOS_MARKER, QUESTION_HEADER
 
 PAD = "<|padding|>"
 ROOT = Path(__file__).resolve().parent.parent

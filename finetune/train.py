@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from assistant.generation import ADAPTER_INFO, load_causal_lm, load_tokenizer, pick_dtype
-from assistant.prompt import PROMPT_FORMAT
+from assistant.generation.base import ADAPTER_INFO, load_causal_lm, load_tokenizer, pick_dtype
+from assistant.counselor.prompt import PROMPT_FORMAT
 from finetune.config import TrainConfig
 from finetune.errors import FinetuneError
 from finetune.formats import read_examples

@@ -29,9 +29,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import httpx
 import numpy as np
 
-from assistant.counselor import Counselor, CounselorConfig
-from assistant.grounded import GroundedGenerator
-from assistant.retrieval import HybridRetriever
+from assistant.counselor.turn import Counselor, CounselorConfig
+from assistant.generation.grounded import GroundedGenerator
+from assistant.retrieval.hybrid import HybridRetriever
 from assistant.runtime import Runtime
 from db.settings import Settings
 from ingest.facts import resolve_relations

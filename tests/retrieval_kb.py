@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from assistant.retrieval import HybridRetriever
-from assistant.retrieval_eval import Question
+from assistant.retrieval.hybrid import HybridRetriever
+from assistant.evaluation.retrieval import Question
 from db.models import Document
 from ingest.embedding import Embedder
 from ingest.facts import resolve_relations

@@ -7,11 +7,11 @@ from typing import Iterator
 import pytest
 from sqlalchemy import select
 
-from assistant.counselor import Counselor, CounselorConfig
-from assistant.generation import GenerationRequest, Generator
-from assistant.grounded import GroundedGenerator
-from assistant.memory import MAX_SUMMARY_CHARS
-from assistant.sessions import create_session, get_session
+from assistant.counselor.turn import Counselor, CounselorConfig
+from assistant.generation.base import GenerationRequest, Generator
+from assistant.generation.grounded import GroundedGenerator
+from assistant.counselor.memory import MAX_SUMMARY_CHARS
+from assistant.counselor.sessions import create_session, get_session
 from db.conversation import ChatSession, Message, Review
 from tests.retrieval_kb import KB, build_kb
 
@@ -153,7 +153,7 @@ def test_fact_guard_replaces_an_invented_certificate(kb: KB, embedder) -> None: 
 
 
 def test_dialogue_eval_scores_the_model_apart_from_the_guard(kb: KB, embedder) -> None:  # noqa: ANN001
-    from assistant.dialogue_eval import Scenario, evaluate_dialogue
+    from assistant.evaluation.dialogue import Scenario, evaluate_dialogue
 
     c = make(kb, embedder, ScriptedGenerator("간호사가 되려면 우주비행기사 자격증이 꼭 필요해요.", context_window=4096))
     sc = Scenario("nurse-cert", ("간호사가 되려면 자격증이 필요해?",), (), ("관련된 자격증",))

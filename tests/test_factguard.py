@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.factguard import check_answer, misattributed_levels
-from assistant.grounding import fact_block
-from assistant.prompt import Passage, PromptParts
+from assistant.generation.factguard import check_answer, misattributed_levels
+from assistant.counselor.grounding import fact_block
+from assistant.counselor.prompt import Passage, PromptParts
 from finetune.evaluate import _NURSE, _WEB
 
 # the counselor's prompt for 간호사 carries passages of related occupations, each with its own 학력 line

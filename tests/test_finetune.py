@@ -14,9 +14,9 @@ import yaml
 from typer.testing import CliRunner
 
 from assistant.errors import PromptError
-from assistant.generation import GenerationRequest, TransformersGenerator
-from assistant.grounding import fact_block
-from assistant.prompt import EOS_MARKER, PromptParts, Turn, render_prompt, render_training_segments
+from assistant.generation.base import GenerationRequest, TransformersGenerator
+from assistant.counselor.grounding import fact_block
+from assistant.counselor.prompt import EOS_MARKER, PromptParts, Turn, render_prompt, render_training_segments
 from finetune.cli import app
 from finetune.config import load_config
 from finetune.derive import MAX_ANSWER_CHARS, chitchat_conversations, derive_job_conversations, facts_of, polite
@@ -235,7 +235,7 @@ def test_derived_data_is_varied_grounded_and_bounded():
     assert sum(bool(c.parts.passages) for c in convs) > 250 and all(len(c.parts.passages) <= 4 for c in convs)
     assert all(p.source_id not in {b.source_id for b in c.parts.facts} for c, p in passages)
     assert sum("학력: " in p.text for _, p in passages) > 0.4 * len(passages)
-    # facts in the prompt exactly as at inference: assistant.grounding.fact_block of the same record
+    # facts in the prompt exactly as at inference: assistant.counselor.grounding.fact_block of the same record
     first = convs[0]
     line = JOBS.read_text(encoding="utf-8").splitlines()[int(first.provenance["file"].rsplit(":", 1)[1]) - 1]
     assert first.parts.facts[-1] == fact_block(facts_of(parse_record(json.loads(line))))

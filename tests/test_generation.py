@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from assistant.errors import GenerationError
-from assistant.generation import (GEMMA_GGUF_ALIAS, GenerationRequest, Generator, TransformersGenerator, cut_at_stop,
+from assistant.generation.base import (GEMMA_GGUF_ALIAS, GenerationRequest, Generator, TransformersGenerator, cut_at_stop,
                                   encode_prompt, encode_with_offsets, gemma_gguf_path)
-from assistant.prompt import EOS_MARKER, STOP_SEQUENCES, PromptParts, Turn, render_prompt
+from assistant.counselor.prompt import EOS_MARKER, STOP_SEQUENCES, PromptParts, Turn, render_prompt
 from finetune.tiny import TinySpec, build_tiny_model
 
 

@@ -11,8 +11,8 @@ from langchain_core.runnables import RunnableLambda
 from pydantic import ValidationError
 
 from assistant.errors import RetrievalError
-from assistant.langchain_retriever import JinroRetriever
-from assistant.retrieval import HybridRetriever
+from assistant.retrieval.langchain import JinroRetriever
+from assistant.retrieval.hybrid import HybridRetriever
 from retrieval_kb import KB, code_of, module_kb
 
 METADATA_KEYS = {"external_id", "title", "as_of", "score", "chunk_id"}

@@ -10,9 +10,9 @@ from typing import Any, Iterator
 import pytest
 
 from assistant.errors import GenerationError, ModelServerError
-from assistant.generation import GenerationRequest, Generator, encode_prompt
-from assistant.openai_generator import OpenAIGenerator, estimate_tokens, normalize_base_url, split_persona
-from assistant.prompt import DEFAULT_PERSONA, EOS_MARKER, STOP_SEQUENCES, PromptParts, Turn, render_prompt
+from assistant.generation.base import GenerationRequest, Generator, encode_prompt
+from assistant.generation.openai import OpenAIGenerator, estimate_tokens, normalize_base_url, split_persona
+from assistant.counselor.prompt import DEFAULT_PERSONA, EOS_MARKER, STOP_SEQUENCES, PromptParts, Turn, render_prompt
 from openai_stub import ANSWER, ANSWER_CHUNKS, Drop, Fail, OpenAIStub, Raw, Stream, free_port, whole_completion
 
 API_KEY = "sk-test-123"

@@ -1,4 +1,4 @@
-"""The student-vocabulary lexicon and query expansion (assistant/query.py, data/lexicon/student_terms.tsv)."""
+"""The student-vocabulary lexicon and query expansion (assistant/retrieval/query.py, data/lexicon/student_terms.tsv)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import RetrievalError
-from assistant.query import DEFAULT_LEXICON, ExpandedQuery, expand, find_terms, load_lexicon, parse_lexicon
+from assistant.retrieval.query import DEFAULT_LEXICON, ExpandedQuery, expand, find_terms, load_lexicon, parse_lexicon
 from ingest.jobs import parse_record, render_document
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from assistant.redaction import PLACEHOLDERS, PiiSpan, find_pii, redact
-from assistant.safety import CATEGORIES, CrisisAssessment, crisis_reply
+from assistant.safety.redaction import PLACEHOLDERS, PiiSpan, find_pii, redact
+from assistant.safety.crisis import CATEGORIES, CrisisAssessment, crisis_reply
 
 REDACTED = [
     ("전화번호는 010-1234-5678이야", "전화번호는 [전화번호]이야"),

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import assistant.corpus as corpus_mod
+import assistant.retrieval.corpus as corpus_mod
 from assistant.errors import RetrievalError
-from assistant.retrieval import MODES, HybridRetriever
-from assistant.retrieval_eval import score_ranking
+from assistant.retrieval.hybrid import MODES, HybridRetriever
+from assistant.evaluation.retrieval import score_ranking
 from db.vectorstore import FaissStore
 from ingest.documents import SourceDocument
 from ingest.indexing import sync_index

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import AssistantError, EvalDataError
-from assistant.safety import (
+from assistant.safety.crisis import (
     CATEGORIES,
     HELP_LINES,
     CrisisAssessment,
@@ -20,7 +20,7 @@ from assistant.safety import (
     detect_crisis,
     help_lines_for,
 )
-from assistant.safety_eval import evaluate_safety, load_examples
+from assistant.evaluation.safety import evaluate_safety, load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "data" / "eval" / "safety_dev.jsonl"
@@ -180,7 +180,7 @@ def test_detect_crisis_rejects_non_text() -> None:
 
 def test_kiwi_loads_lazily_only_when_needed() -> None:
     code = (
-        "import assistant.safety as s\n"
+        "import assistant.safety.crisis as s\n"
         "assert s._kiwi is None\n"
         "s.detect_crisis('진로 상담 받고 싶어요')\n"
         "assert s._kiwi is None\n"

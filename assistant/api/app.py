@@ -26,7 +26,7 @@ from assistant.api.ratelimit import RateLimiter, build_limiter
 from assistant.api.routes import chat_completions, health, knowledge, messages, review, sessions, web
 from assistant.api.security import install_log_scrubber
 from assistant.runtime import Runtime, build_runtime, load_generator
-from assistant.sessions import expire_sessions
+from assistant.counselor.sessions import expire_sessions
 from db.settings import Settings
 
 log = logging.getLogger("jinro.api")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.api.problems import Problem, not_found
 from assistant.api.security import ROLES, Caller, hash_key, key_prefix, looks_like_key, new_key
-from assistant.redaction import redact
+from assistant.safety.redaction import redact
 from db.conversation import ApiKey, ChatSession, Feedback, Message, Review
 
 Factory = sessionmaker[Session]
@@ -254,8 +254,8 @@ def _reviewed(factory: Factory, statuses: tuple[str, ...]) -> Iterator[Reviewed]
 def export_sft(factory: Factory, fact_blocks) -> Iterator[dict[str, Any]]:  # noqa: ANN001 - (facts_used) -> [FactBlock]
     """Approved and edited answers as `finetune.formats.ReviewExport` lines (docs/finetune.md), redacted: the
     conversation up to the answer, with the facts, passages, profile and summary the answer had (as stored)."""
-    from assistant.profile import SLOT_LABELS
-    from assistant.prompt import Passage
+    from assistant.counselor.profile import SLOT_LABELS
+    from assistant.counselor.prompt import Passage
     from finetune.formats import ReviewExport, ReviewMessage
 
     for item in _reviewed(factory, ("approved", "edited")):

@@ -19,7 +19,7 @@ from assistant.api.problems import forbidden, rate_limited, unauthorized
 from assistant.api.ratelimit import RateLimiter
 from assistant.api.security import ADMIN_ROLES, REVIEW_ROLES, Caller
 from assistant.runtime import Runtime
-from assistant.sessions import get_session
+from assistant.counselor.sessions import get_session
 from db.conversation import ChatSession
 from db.settings import Settings
 

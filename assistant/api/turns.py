@@ -14,7 +14,7 @@ import time
 from typing import Any, AsyncIterator, Iterator
 
 from assistant.api.deps import ApiState
-from assistant.counselor import TurnResult
+from assistant.counselor.turn import TurnResult
 
 _END = object()
 

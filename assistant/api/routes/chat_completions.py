@@ -23,9 +23,9 @@ from assistant.api.problems import Problem, problem_of
 from assistant.api.schemas import ChatCompletionIn, ChatMessageIn
 from assistant.api.security import Caller
 from assistant.api.turns import StreamedTurn, run_turn
-from assistant.counselor import TurnResult
+from assistant.counselor.turn import TurnResult
 from assistant.errors import SessionNotFound
-from assistant.sessions import create_session, delete_session, get_session
+from assistant.counselor.sessions import create_session, delete_session, get_session
 from db.conversation import ChatSession
 
 router = APIRouter(tags=["chat completions"])

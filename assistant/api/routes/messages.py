@@ -14,8 +14,8 @@ from assistant.api.deps import CurrentCaller, MessageId, OwnSession, SessionId, 
 from assistant.api.problems import problem_of
 from assistant.api.schemas import FeedbackIn, FeedbackOut, MessageIn, MessagePage, TurnOut
 from assistant.api.turns import StreamedTurn, run_turn
-from assistant.counselor import TurnResult
-from assistant.sessions import history
+from assistant.counselor.turn import TurnResult
+from assistant.counselor.sessions import history
 
 router = APIRouter(tags=["messages"])
 

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from assistant.api import crud
 from assistant.api.deps import MAX_ID, ApiState, PageParams, Reviewer, State, next_offset
 from assistant.api.schemas import EditIn, NoteIn, ReviewDecision, ReviewDetail, ReviewPage
-from assistant.grounding import LABELS, fact_block
-from assistant.prompt import FactBlock
+from assistant.counselor.grounding import LABELS, fact_block
+from assistant.counselor.prompt import FactBlock
 from db.models import Document
 
 router = APIRouter(prefix="/v1/review", tags=["review"])

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from assistant.api import crud
 from assistant.api.deps import CurrentCaller, OwnSession, PageParams, State, next_offset
 from assistant.api.schemas import ProfileIn, SessionCreate, SessionOut, SessionPage
-from assistant.profile import Profile
-from assistant.sessions import create_session, delete_session, get_session, list_sessions
+from assistant.counselor.profile import Profile
+from assistant.counselor.sessions import create_session, delete_session, get_session, list_sessions
 from db.conversation import ChatSession
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from assistant.errors import AssistantError
 from assistant.runtime import build_runtime, load_generator
-from assistant.sessions import create_session
+from assistant.counselor.sessions import create_session
 from db.errors import DatabaseError
 from db.settings import Settings
 from ingest.errors import IngestError

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.errors import SessionNotFound
-from assistant.profile import Profile
+from assistant.counselor.profile import Profile
 from db.conversation import ChatSession, Message
 
 

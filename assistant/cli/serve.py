@@ -30,7 +30,7 @@ from ingest.indexing import sync_index
 from ingest.jobs import read_jobs
 from ingest.runtime import Knowledge, open_knowledge
 
-BUNDLED = Path(__file__).resolve().parent.parent / "data" / "job_dictionary"
+BUNDLED = Path(__file__).resolve().parents[2] / "data" / "job_dictionary"
 out = Console()
 err = Console(stderr=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.\n\nExample: jinro keys create --role client --name web",

@@ -28,8 +28,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from assistant.errors import AssistantError, EmptyKnowledge, EvalDataError
-from assistant.retrieval import MODES, HybridRetriever
-from assistant.retrieval_eval import Question, evaluate, load_questions
+from assistant.retrieval.hybrid import MODES, HybridRetriever
+from assistant.evaluation.retrieval import Question, evaluate, load_questions
 from db.errors import DatabaseError
 from db.models import Document
 from db.settings import Settings
@@ -314,7 +314,7 @@ def safety(
 
     Example: jinro eval safety --file data/eval/safety_dev.jsonl --json
     """
-    from assistant.safety_eval import evaluate_safety
+    from assistant.evaluation.safety import evaluate_safety
 
     try:
         report = evaluate_safety(file, careful=careful)

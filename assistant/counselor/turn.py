@@ -19,18 +19,18 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.errors import ConcurrentTurn, RetrievalError
-from assistant.facts import OccupationFacts
-from assistant.factguard import check_answer, leaks_instructions
-from assistant.generation import GenerationRequest, Generator
-from assistant.grounded import GroundedGenerator
-from assistant.grounding import citations_for, classify, fact_block, passage_of, refers_back
-from assistant.memory import Memory, fold_summary, load_memory, save_memory
-from assistant.profile import update_profile
-from assistant.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
-from assistant.redaction import redact
-from assistant.retrieval import HybridRetriever
-from assistant.safety import crisis_reply, detect_crisis, help_lines_for
-from assistant.sessions import get_session
+from assistant.retrieval.facts import OccupationFacts
+from assistant.generation.factguard import check_answer, leaks_instructions
+from assistant.generation.base import GenerationRequest, Generator
+from assistant.generation.grounded import GroundedGenerator
+from assistant.counselor.grounding import citations_for, classify, fact_block, passage_of, refers_back
+from assistant.counselor.memory import Memory, fold_summary, load_memory, save_memory
+from assistant.counselor.profile import update_profile
+from assistant.counselor.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
+from assistant.safety.redaction import redact
+from assistant.retrieval.hybrid import HybridRetriever
+from assistant.safety.crisis import crisis_reply, detect_crisis, help_lines_for
+from assistant.counselor.sessions import get_session
 from db.conversation import Message, Review
 
 LOW_CONFIDENCE = 0.35  # best dense cosine under this: the DB may not cover the question

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import typer
 
-from assistant.cli_api import keys_app, serve
-from assistant.cli_chat import chat
-from assistant.cli_eval import app as eval_app
-from assistant.cli_eval_dialogue import dialogue
+from assistant.cli.serve import keys_app, serve
+from assistant.cli.chat import chat
+from assistant.cli.evaluate import app as eval_app
+from assistant.cli.evaluate_dialogue import dialogue
 
 app = typer.Typer(
     help="jinro, a Korean career-counseling assistant.\n\nExample: jinro eval retrieval data/eval/retrieval_dev.jsonl",

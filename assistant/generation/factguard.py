@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from assistant.grounding import NO_CERTIFICATE, block_fields
-from assistant.prompt import PromptParts
+from assistant.counselor.grounding import NO_CERTIFICATE, block_fields
+from assistant.counselor.prompt import PromptParts
 
 _CERT = re.compile(r"[가-힣A-Za-z0-9()·]{1,20}?(?:산업기사|기능사|기능장|기술사|기사|자격증|면허|[1-3]급)")
 _EDU = re.compile(r"전문대졸|대졸|고졸|중졸|초졸|대학원|석사|박사|학사")

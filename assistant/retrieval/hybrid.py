@@ -14,10 +14,10 @@ from typing import Protocol, Sequence
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from assistant.corpus import Corpus, Snapshot
+from assistant.retrieval.corpus import Corpus, Snapshot
 from assistant.errors import RetrievalError
-from assistant.facts import FactLookup, OccupationFacts
-from assistant.query import ExpandedQuery, Lexicon, expand, load_lexicon
+from assistant.retrieval.facts import FactLookup, OccupationFacts
+from assistant.retrieval.query import ExpandedQuery, Lexicon, expand, load_lexicon
 from db.vectorstore import FaissStore
 from ingest.embedding import CachedEmbedder, Embedder
 from ingest.lexical import char_bigrams, morphemes
@@ -61,7 +61,7 @@ class RetrievalResult:
     confidence: float  # best dense cosine among the hits (0 when none): low means the DB may not cover it
     timings_ms: dict[str, float]
     note: str | None = None
-    expansion: tuple[str, ...] = ()  # lexicon targets added to the lexical queries (assistant/query.py)
+    expansion: tuple[str, ...] = ()  # lexicon targets added to the lexical queries (assistant/retrieval/query.py)
 
 
 def _has_words(text: str) -> bool:

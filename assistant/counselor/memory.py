@@ -3,7 +3,7 @@
 - recent turns, kept within a token budget measured with the generator's own tokenizer;
 - a rolling summary of older turns, itself capped (MAX_SUMMARY_CHARS): when it would grow past the cap, its
   oldest lines are dropped, so it never grows without bound;
-- the student profile (assistant.profile), each value with the turn it came from;
+- the student profile (assistant.counselor.profile), each value with the turn it came from;
 - facts memory: occupations whose facts were fetched during the session, most recent last; the last one is
   the occupation "in focus", which is what "그 직업" refers to.
 Everything written here is already redacted of personal data.
@@ -17,9 +17,9 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assistant.facts import OccupationFacts
-from assistant.profile import Profile
-from assistant.prompt import Turn
+from assistant.retrieval.facts import OccupationFacts
+from assistant.counselor.profile import Profile
+from assistant.counselor.prompt import Turn
 from db.conversation import ChatSession, Message
 
 MAX_SUMMARY_CHARS = 600

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from assistant.errors import RetrievalError
 
-DEFAULT_LEXICON = Path(__file__).resolve().parents[1] / "data" / "lexicon" / "student_terms.tsv"
+DEFAULT_LEXICON = Path(__file__).resolve().parents[2] / "data" / "lexicon" / "student_terms.tsv"
 SHORT = 2  # Hangul terms up to this many characters need word boundaries
 
 # what may directly follow a short term inside one word: particles, copula/verb endings, head nouns

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from assistant.errors import EvalDataError
-from assistant.safety import CATEGORIES, detect_crisis
+from assistant.safety.crisis import CATEGORIES, detect_crisis
 
 
 def load_examples(path: str | Path) -> list[dict]:
@@ -89,7 +89,7 @@ def evaluate_safety(path: str | Path, *, careful: bool = False) -> dict:
     }
 
 
-if __name__ == "__main__":  # python -m assistant.safety_eval data/eval/safety_dev.jsonl
+if __name__ == "__main__":  # python -m assistant.evaluation.safety data/eval/safety_dev.jsonl
     import sys
 
     for arg in sys.argv[1:] or ["data/eval/safety_dev.jsonl"]:

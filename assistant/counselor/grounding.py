@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from assistant.facts import OccupationFacts
-from assistant.prompt import FactBlock, Passage, PromptParts
+from assistant.retrieval.facts import OccupationFacts
+from assistant.counselor.prompt import FactBlock, Passage, PromptParts
 
 NO_CERTIFICATE = "등록된 자격증 없음"
 LABELS = {
@@ -112,5 +112,5 @@ def citations_for(answer: str, parts: PromptParts) -> list[Citation]:
     return list(out.values())
 
 
-def passage_of(hit) -> Passage:  # noqa: ANN001  (assistant.retrieval.Hit)
+def passage_of(hit) -> Passage:  # noqa: ANN001  (assistant.retrieval.hybrid.Hit)
     return Passage(hit.external_id, hit.title, hit.as_of, hit.text, hit.score)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from assistant.errors import GenerationError
-from assistant.prompt import EOS_MARKER
+from assistant.counselor.prompt import EOS_MARKER
 RETRY_STATUS = frozenset({408, 429})  # and every 5xx
 _EXCERPT = 300
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from assistant.dialogue_eval import evaluate_dialogue, load_scenarios
+from assistant.evaluation.dialogue import evaluate_dialogue, load_scenarios
 from assistant.errors import AssistantError
 from assistant.runtime import build_runtime, load_generator
 from db.errors import DatabaseError

@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from assistant.counselor import Counselor
+from assistant.counselor.turn import Counselor
 from assistant.errors import EvalDataError
-from assistant.sessions import create_session, delete_session
+from assistant.counselor.sessions import create_session, delete_session
 
 
 @dataclass(frozen=True)

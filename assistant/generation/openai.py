@@ -5,7 +5,7 @@ counselor LoRA adapter at scale:
     vllm serve merged/ --served-model-name counselor     # vLLM's GPT-NeoX has no LoRA support: serve the merge
     JINRO_GENERATOR=openai:http://127.0.0.1:8000/v1 JINRO_OPENAI_MODEL=counselor jinro chat
 
-Polyglot-Ko has no chat template and our prompt is already rendered (`assistant.prompt`), so the default mode posts
+Polyglot-Ko has no chat template and our prompt is already rendered (`assistant.counselor.prompt`), so the default mode posts
 the rendered text to `/v1/completions` (`prompt`, `max_tokens`, `stop`, `temperature`, `stream: true`) and reads the
 server-sent events (`data: {...}` lines, `choices[0].text`, until `data: [DONE]`). The server tokenizes the text
 itself; vLLM parses `<|endoftext|>` in it as the EOS token, exactly as `encode_prompt` did in fine-tuning.
@@ -34,8 +34,8 @@ from typing import Any, Iterator, Literal, Mapping
 import httpx
 
 from assistant.errors import GenerationError, ModelServerError
-from assistant.generation import GenerationRequest, cut_at_stop, encode_prompt
-from assistant.openai_protocol import (  # noqa: F401  (re-exported: part of this module's API)
+from assistant.generation.base import GenerationRequest, cut_at_stop, encode_prompt
+from assistant.generation.openai_protocol import (  # noqa: F401  (re-exported: part of this module's API)
     RETRY_STATUS,
     _Broken,
     _excerpt,
@@ -49,7 +49,7 @@ from assistant.openai_protocol import (  # noqa: F401  (re-exported: part of thi
     server_message,
     split_persona,
 )
-from assistant.prompt import EOS_MARKER
+from assistant.counselor.prompt import EOS_MARKER
 
 Mode = Literal["completions", "chat"]
 

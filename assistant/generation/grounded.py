@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from assistant.generation import GenerationRequest
-from assistant.grounding import NO_CERTIFICATE, SOURCE_NAME, block_fields, classify, fact_block
-from assistant.prompt import FactBlock, Passage, PromptParts
+from assistant.generation.base import GenerationRequest
+from assistant.counselor.grounding import NO_CERTIFICATE, SOURCE_NAME, block_fields, classify, fact_block
+from assistant.counselor.prompt import FactBlock, Passage, PromptParts
 
 _SENTENCE = re.compile(r"(?<=[.!?다요])\s+")
 

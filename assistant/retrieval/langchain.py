@@ -1,6 +1,6 @@
 """`JinroRetriever`: our hybrid retriever as a LangChain `BaseRetriever`, so chains and agents can use it.
 
-    from assistant.langchain_retriever import JinroRetriever
+    from assistant.retrieval.langchain import JinroRetriever
     docs = JinroRetriever(retriever=hybrid, k=5).invoke("간호사가 되려면?")
 
 Each hit becomes a `Document(page_content=<chunk text>, metadata={external_id, title, as_of, score, chunk_id,
@@ -17,7 +17,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import Field, field_validator
 
-from assistant.retrieval import MODES, Hit, HybridRetriever
+from assistant.retrieval.hybrid import MODES, Hit, HybridRetriever
 
 
 def hit_to_document(hit: Hit) -> Document:

@@ -11,7 +11,7 @@ from assistant.errors import GenerationError
 from assistant.generation.base import Generator
 from assistant.generation.grounded import GroundedGenerator
 from assistant.retrieval.hybrid import HybridRetriever
-from ingest.runtime import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_knowledge
 
 
 def load_generator(spec: str, *, adapter: str | None = None, openai_model: str = "counselor",
@@ -19,7 +19,7 @@ def load_generator(spec: str, *, adapter: str | None = None, openai_model: str =
     if spec == "grounded":
         return GroundedGenerator()
     if spec.startswith("transformers:"):
-        from assistant.generation.base import TransformersGenerator
+        from assistant.generation.transformers import TransformersGenerator
 
         return TransformersGenerator(spec.split(":", 1)[1], adapter=adapter)
     if spec.startswith("openai:"):

@@ -35,7 +35,7 @@ from api_support import KB, Server, bearer, new_key  # noqa: E402
 
 from db.conversation import ChatSession, Message  # noqa: E402
 from db.settings import Settings  # noqa: E402
-from ingest.runtime import open_knowledge  # noqa: E402
+from ingest.knowledge import open_knowledge  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 README = ROOT / "bench" / "README.md"
@@ -77,7 +77,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def ensure_data(data: Path) -> KB:
     kb = KB(data, f"sqlite:///{(data / 'jinro.db').resolve()}")
     env = kb.env()
-    code = ("from pathlib import Path; from db.settings import Settings; from ingest.runtime import open_knowledge;"
+    code = ("from pathlib import Path; from db.settings import Settings; from ingest.knowledge import open_knowledge;"
             "from assistant.cli.serve import ensure_knowledge, BUNDLED; s = Settings();"
             "k = open_knowledge(s.database_url(), s.index_dir, s.embedder); ensure_knowledge(k, BUNDLED, s)")
     subprocess.run([sys.executable, "-c", code], env=env, check=True)  # ingests (with progress) only when empty

@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from api_bench import all_workers_ready, occupations, pct, script, stored_once, summary  # noqa: E402
 from api_support import KB, DiskCachedEmbedder, Server, bearer, kb_lines, new_key  # noqa: E402
 
-from ingest.facts import resolve_relations  # noqa: E402
+from ingest.occupations import resolve_relations  # noqa: E402
 from ingest.indexing import sync_index  # noqa: E402
 from ingest.jobs import read_jobs  # noqa: E402
 from ingest.pipeline import Ingester  # noqa: E402
-from ingest.runtime import open_knowledge  # noqa: E402
+from ingest.knowledge import open_knowledge  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 README = ROOT / "bench" / "README.md"

@@ -147,7 +147,7 @@ def quality(data_dir: Path, k: int, search_threads: int) -> dict[str, Any]:
 
     from db.settings import Settings
     from ingest.embedding import UniversalSentenceEncoder
-    from ingest.runtime import open_knowledge
+    from ingest.knowledge import open_knowledge
 
     settings = Settings(data_dir=data_dir, db_url=None)
     know = open_knowledge(settings.database_url(), settings.index_dir, settings.embedder, vector_store="faiss")

@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
-from assistant.generation.base import GEMMA_GGUF_ALIAS, load_causal_lm, load_tokenizer  # noqa: E402
+from assistant.generation.models import load_tokenizer  # noqa: E402
+from assistant.generation.models import GEMMA_GGUF_ALIAS, load_causal_lm
 from finetune.formats import read_examples  # noqa: E402
 from finetune.masking import batch_loss, collate, encode_segments, masked_loss  # noqa: E402
 

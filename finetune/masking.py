@@ -1,7 +1,7 @@
 """Tokens, the loss mask and the loss (nanochat style: explicit targets, -100 where no loss is taken).
 
 A rendered conversation is a list of `Segment`s; only counselor turns (+ their EOS) are trainable. The full text is
-tokenized ONCE with `assistant.generation.base.encode_with_offsets` (the same call inference uses for the prompt), and a
+tokenized ONCE with `assistant.generation.models.encode_with_offsets` (the same call inference uses for the prompt), and a
 token is trainable when its first character lies inside a trainable segment. `labels[i]` is the token the model
 must predict AT position i (so the loss compares logits[:, i-1] with labels[:, i]).
 """
@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from assistant.generation.base import encode_with_offsets
+from assistant.generation.models import encode_with_offsets
 from assistant.counselor.prompt import Segment
 
 IGNORE = -100

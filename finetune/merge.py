@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from assistant.generation.base import (load_adapter, load_causal_lm, load_tokenizer, pick_device, pick_dtype,
-                                  read_adapter_info)
+from assistant.generation.models import load_adapter, load_causal_lm, load_tokenizer, pick_device, pick_dtype, read_adapter_info
 from finetune.errors import FinetuneError
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from assistant.errors import PromptBudgetError
-from assistant.generation.base import encode_prompt, load_tokenizer
+from assistant.generation.models import encode_prompt, load_tokenizer
 from assistant.counselor.prompt import EOS_MARKER, PromptParts, Segment, Turn, escape_data, normalize_turns, render_prompt, \
     render_training_segments
 from assistant.safety.redaction import redact

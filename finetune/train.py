@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from assistant.generation.base import ADAPTER_INFO, load_causal_lm, load_tokenizer, pick_dtype
+from assistant.generation.models import ADAPTER_INFO, load_causal_lm, load_tokenizer, pick_dtype
 from assistant.counselor.prompt import PROMPT_FORMAT
 from finetune.config import TrainConfig
 from finetune.errors import FinetuneError

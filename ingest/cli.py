@@ -20,12 +20,12 @@ from db.models import IngestRun
 from db.settings import Settings
 from db.vectorstore import FLAT_LIMIT
 from ingest.errors import EmptySource, IngestError, RecordError, SourceError, UnsupportedSource
-from ingest.facts import resolve_relations
+from ingest.occupations import resolve_relations
 from ingest.indexing import diff_index, reembed, sync_index
 from ingest.jobs import read_jobs
 from ingest.pipeline import IngestReport, Ingester, remove_documents
 from ingest.readers import ReaderOptions, iter_files, read_file
-from ingest.runtime import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_knowledge
 from ingest.status import knowledge_status
 
 app = typer.Typer(

@@ -21,7 +21,7 @@ from ingest.chunking import ChunkText, chunk_context, chunk_text
 from ingest.documents import SourceDocument
 from ingest.embedding import Embedder
 from ingest.errors import EmbeddingModelMismatch, RecordError
-from ingest.facts import upsert_occupation
+from ingest.occupations import upsert_occupation
 from ingest.jobs import OccupationRecord
 from ingest.lexical import morphemes_many
 

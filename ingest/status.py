@@ -17,7 +17,7 @@ from db.models import (
 )
 from db.vectorstore import FaissStore
 from ingest.indexing import diff_index, knowledge_version
-from ingest.runtime import Knowledge
+from ingest.knowledge import Knowledge
 
 
 def _index_bytes(store) -> int:  # noqa: ANN001

@@ -34,11 +34,11 @@ from assistant.generation.grounded import GroundedGenerator
 from assistant.retrieval.hybrid import HybridRetriever
 from assistant.runtime import Runtime
 from db.settings import Settings
-from ingest.facts import resolve_relations
+from ingest.occupations import resolve_relations
 from ingest.indexing import sync_index
 from ingest.jobs import read_jobs
 from ingest.pipeline import Ingester
-from ingest.runtime import open_knowledge
+from ingest.knowledge import open_knowledge
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_DICTIONARY = ROOT / "data" / "job_dictionary" / "job_dictionary_work24.jsonl"

@@ -22,11 +22,11 @@ from assistant.retrieval.hybrid import HybridRetriever
 from assistant.evaluation.retrieval import Question
 from db.models import Document
 from ingest.embedding import Embedder
-from ingest.facts import resolve_relations
+from ingest.occupations import resolve_relations
 from ingest.indexing import sync_index
 from ingest.jobs import read_jobs
 from ingest.pipeline import Ingester
-from ingest.runtime import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_knowledge
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_DICTIONARY = ROOT / "data" / "job_dictionary" / "job_dictionary_work24.jsonl"

@@ -30,10 +30,10 @@ def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:  # noqa: ANN00
 def same_model(embedder, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """The CLI loads the configured model through load_embedder; hand it the session's (cached) instance of the
     same model, so documents the test KB already embedded are not embedded again. Latency is not asserted here."""
-    import ingest.runtime
+    import ingest.knowledge
 
-    real = ingest.runtime.load_embedder
-    monkeypatch.setattr(ingest.runtime, "load_embedder", lambda spec: embedder if spec == embedder.model_id else real(spec))
+    real = ingest.knowledge.load_embedder
+    monkeypatch.setattr(ingest.knowledge, "load_embedder", lambda spec: embedder if spec == embedder.model_id else real(spec))
 
 
 @pytest.fixture

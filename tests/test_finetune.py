@@ -14,7 +14,8 @@ import yaml
 from typer.testing import CliRunner
 
 from assistant.errors import PromptError
-from assistant.generation.base import GenerationRequest, TransformersGenerator
+from assistant.generation.base import GenerationRequest
+from assistant.generation.transformers import TransformersGenerator
 from assistant.counselor.grounding import fact_block
 from assistant.counselor.prompt import EOS_MARKER, PromptParts, Turn, render_prompt, render_training_segments
 from finetune.cli import app

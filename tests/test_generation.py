@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from assistant.errors import GenerationError
-from assistant.generation.base import (GEMMA_GGUF_ALIAS, GenerationRequest, Generator, TransformersGenerator, cut_at_stop,
-                                  encode_prompt, encode_with_offsets, gemma_gguf_path)
+from assistant.generation.base import GenerationRequest, Generator, cut_at_stop
+from assistant.generation.models import GEMMA_GGUF_ALIAS, encode_prompt, encode_with_offsets, gemma_gguf_path
+from assistant.generation.transformers import TransformersGenerator
 from assistant.counselor.prompt import EOS_MARKER, STOP_SEQUENCES, PromptParts, Turn, render_prompt
 from finetune.tiny import TinySpec, build_tiny_model
 

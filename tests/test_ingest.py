@@ -30,11 +30,11 @@ from ingest.chunking import ChunkText, chunk_context, chunk_text, split_sentence
 from ingest.documents import SourceDocument
 from ingest.embedding import Embedder
 from ingest.errors import EmbeddingModelMismatch
-from ingest.facts import compact, resolve_relations
+from ingest.occupations import compact, resolve_relations
 from ingest.indexing import diff_index, knowledge_version, reembed, sync_index
 from ingest.jobs import read_jobs, split_list
 from ingest.pipeline import IngestReport, Ingester, remove_documents
-from ingest.runtime import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_knowledge
 
 
 @pytest.fixture

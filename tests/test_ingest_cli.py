@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from db.models import Chunk, Document
 from ingest.cli import app
-from ingest.facts import resolve_relations
+from ingest.occupations import resolve_relations
 from ingest.indexing import sync_index
 from ingest.jobs import read_jobs
 from ingest.pipeline import Ingester
-from ingest.runtime import open_knowledge
+from ingest.knowledge import open_knowledge
 
 runner = CliRunner()
 COMMANDS = sorted(typer.main.get_command(app).commands)  # every command, including ones added later

@@ -30,11 +30,11 @@ from db.migrate import current_revision, upgrade
 from db.pgvector import PgVectorStore, index_name
 from db.vectorstore import FaissStore
 from ingest.chunking import chunk_context
-from ingest.facts import resolve_relations
+from ingest.occupations import resolve_relations
 from ingest.indexing import diff_index, sync_index
 from ingest.jobs import read_jobs
 from ingest.pipeline import Ingester, remove_documents
-from ingest.runtime import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_knowledge
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_DICTIONARY = ROOT / "data" / "job_dictionary" / "job_dictionary_work24.jsonl"

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from assistant.errors import PromptBudgetError, PromptError
-from assistant.generation.base import encode_prompt
+from assistant.generation.models import encode_prompt
 from assistant.counselor.prompt import (ANSWER_HEADER, DEFAULT_PERSONA, EOS_MARKER, NO_CONTEXT, FactBlock, Passage, PromptParts,
                               Turn, escape_data, render_prompt, render_training_segments)
 from finetune.tiny import TinySpec, build_tiny_tokenizer

@@ -26,11 +26,11 @@ import pytest
 from api_support import KB, TOPICS, Server, bearer, disk_embedder, kb_lines, new_key, vectors_dir
 from db.engine import create_db_engine
 from db.migrate import current_revision, upgrade
-from ingest.facts import resolve_relations
+from ingest.occupations import resolve_relations
 from ingest.indexing import sync_index
 from ingest.jobs import read_jobs
 from ingest.pipeline import Ingester
-from ingest.runtime import open_knowledge
+from ingest.knowledge import open_knowledge
 
 pytestmark = pytest.mark.slow
 

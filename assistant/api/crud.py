@@ -290,7 +290,7 @@ def run_ingest(knowledge, items, *, kind: str, command: str, chunk_size: int = 6
                on_progress=None):  # noqa: ANN001 - (Knowledge, Iterable[Item], ..., Callable[[int], None]) -> IngestReport
     """Ingest documents the way `ingest jobs/docs` does (report recorded as an ingest run), then sync the index."""
     from db.models import IngestRun
-    from ingest.facts import resolve_relations
+    from ingest.occupations import resolve_relations
     from ingest.indexing import sync_index
     from ingest.pipeline import IngestReport, Ingester
 

@@ -35,7 +35,7 @@ from db.models import Document
 from db.settings import Settings
 from ingest.documents import SourceDocument
 from ingest.errors import EmptySource, IngestError, UnsupportedSource
-from ingest.runtime import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_knowledge
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -155,7 +155,7 @@ def _corpus_items(path: Path, skipped: Callable[[str], None]) -> tuple[str, Iter
 @contextmanager
 def throwaway_knowledge(settings: Settings, corpus: Path | None, docs: Sequence[SourceDocument]) -> Iterator[Knowledge]:
     """A SQLite DB and index in a temp dir holding `corpus` (a file or directory) and `docs`; deleted afterwards."""
-    from ingest.facts import resolve_relations
+    from ingest.occupations import resolve_relations
     from ingest.indexing import sync_index
     from ingest.pipeline import Ingester
 

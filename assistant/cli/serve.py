@@ -28,7 +28,7 @@ from db.settings import Settings
 from ingest.errors import IngestError
 from ingest.indexing import sync_index
 from ingest.jobs import read_jobs
-from ingest.runtime import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_knowledge
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "job_dictionary"
 out = Console()

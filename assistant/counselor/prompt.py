@@ -29,7 +29,7 @@
 Empty context subsections are left out; with no context at all the section reads `(제공된 자료 없음)`.
 Occupation facts are rendered by `assistant.counselor.grounding.fact_block` (inference and fine-tuning alike).
 Every counselor turn ends with `EOS_MARKER` (in history too, exactly as the model was trained). Tokenize prompts
-with `assistant.generation.base.encode_prompt`, which turns the marker into the tokenizer's EOS id for any model.
+with `assistant.generation.models.encode_prompt`, which turns the marker into the tokenizer's EOS id for any model.
 
 Retrieved text, facts, summary, profile and all turns are data: `escape_data` defuses anything that could forge
 structure (lines starting with `###`, `<자료`/`</자료>` tags, section labels, `<|special|>` tokens).

@@ -34,7 +34,8 @@ from typing import Any, Iterator, Literal, Mapping
 import httpx
 
 from assistant.errors import GenerationError, ModelServerError
-from assistant.generation.base import GenerationRequest, cut_at_stop, encode_prompt
+from assistant.generation.base import GenerationRequest, cut_at_stop
+from assistant.generation.models import encode_prompt
 from assistant.generation.openai_protocol import (  # noqa: F401  (re-exported: part of this module's API)
     RETRY_STATUS,
     _Broken,

@@ -22,7 +22,7 @@ from assistant.api.deps import ApiState, CurrentCaller, State
 from assistant.api.problems import Problem, problem_of
 from assistant.api.schemas import ChatCompletionIn, ChatMessageIn
 from assistant.api.security import Caller
-from assistant.api.turns import StreamedTurn, run_turn
+from assistant.api.turn_runner import StreamedTurn, run_turn
 from assistant.counselor.turn import TurnResult
 from assistant.errors import SessionNotFound
 from assistant.counselor.sessions import create_session, delete_session, get_session

@@ -13,7 +13,7 @@ from assistant.api import crud
 from assistant.api.deps import CurrentCaller, MessageId, OwnSession, SessionId, State
 from assistant.api.problems import problem_of
 from assistant.api.schemas import FeedbackIn, FeedbackOut, MessageIn, MessagePage, TurnOut
-from assistant.api.turns import StreamedTurn, run_turn
+from assistant.api.turn_runner import StreamedTurn, run_turn
 from assistant.counselor.turn import TurnResult
 from assistant.counselor.sessions import history
 

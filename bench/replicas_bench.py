@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from api_bench import all_workers_ready, occupations, pct, script, stored_once, summary  # noqa: E402
+from api_bench import all_workers_ready, occupations, script, stored_once, summary  # noqa: E402
 from api_support import KB, DiskCachedEmbedder, Server, bearer, kb_lines, new_key  # noqa: E402
 
 from ingest.occupations import resolve_relations  # noqa: E402

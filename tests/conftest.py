@@ -1,5 +1,6 @@
 """Shared fixtures: a DB URL per backend (SQLite file / fresh PostgreSQL database), a small job dictionary, the
-real embedder (loaded once), and JINRO_* environment isolation.
+real embedder (loaded once), a fake embedder of another model, and JINRO_* environment isolation. The helpers
+behind them live in `tests.support`.
 
 PostgreSQL tests need the server at 127.0.0.1:5432 (user postgres, trust auth, database `test` reachable). When
 it cannot be reached those tests are skipped and the terminal summary says so in a banner.
@@ -9,19 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
-import uuid
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-JOB_DICTIONARY = ROOT / "data" / "job_dictionary" / "job_dictionary_work24.jsonl"
+from tests.support.dictionary import bundled_lines
+from tests.support.embedders import HashEmbedder
+from tests.support.postgres import create_pg_database, drop_pg_database, pg_url, postgres_banner, skip_without_postgres
 
-PG_HOST, PG_USER, PG_ADMIN_DB = "127.0.0.1", "postgres", "test"
-PG_PORT = int(os.environ.get("JINRO_TEST_PG_PORT", "5432"))  # override only to try the skip banner
 _JINRO_ENV = ("JINRO_DATA_DIR", "JINRO_DB_URL", "JINRO_EMBEDDER", "JINRO_CHUNK_SIZE", "JINRO_CHUNK_OVERLAP",
               "JINRO_VECTOR_STORE")
 
@@ -57,53 +53,6 @@ def jinro_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # --------------------------------------------------------------------------------------------------- PostgreSQL
 
-_pg_state: dict[str, object] = {"checked": False, "error": None}
-
-
-def _pg_admin_conninfo() -> str:
-    return f"host={PG_HOST} port={PG_PORT} user={PG_USER} dbname={PG_ADMIN_DB} connect_timeout=3"
-
-
-def postgres_unavailable() -> str | None:
-    """None when the PostgreSQL server can be used, else why not (checked once per session)."""
-    if not _pg_state["checked"]:
-        _pg_state["checked"] = True
-        try:
-            import psycopg
-
-            with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
-                conn.execute("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - any failure means: skip, and say why
-            _pg_state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-    return _pg_state["error"]  # type: ignore[return-value]
-
-
-def create_pg_database() -> str:
-    """A fresh, empty database; returns its name."""
-    import psycopg
-
-    name = f"jinro_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name
-
-
-def drop_pg_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def pg_url(name: str) -> str:
-    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-
-
-def skip_without_postgres() -> None:
-    reason = postgres_unavailable()
-    if reason:
-        pytest.skip(f"{_PG_SKIP_PREFIX}: the server at {PG_HOST}:{PG_PORT} cannot be reached ({reason})")
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -126,57 +75,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
         drop_pg_database(name)
 
 
-_PG_SKIP_PREFIX = "PostgreSQL tests skipped"
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: printed after pytest's own short test summary
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001, ANN201, ARG001
     """A loud banner when PostgreSQL tests were skipped (counted from the reports, so it works under xdist too)."""
     result = yield
-    _postgres_banner(terminalreporter)
+    postgres_banner(terminalreporter)
     return result
 
 
-def _postgres_banner(terminalreporter) -> None:  # noqa: ANN001
-    reasons = []
-    for report in terminalreporter.stats.get("skipped", []):
-        longrepr = getattr(report, "longrepr", None)
-        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
-        if _PG_SKIP_PREFIX in reason:
-            reasons.append(reason.split(_PG_SKIP_PREFIX, 1)[1].lstrip(": "))
-    if not reasons:
-        return
-    tr = terminalreporter
-    tr.write_line("")
-    tr.write_sep("!", "POSTGRESQL TESTS WERE SKIPPED", red=True, bold=True)
-    tr.write_line(f"{len(reasons)} test(s) against PostgreSQL did not run. Only SQLite was tested.", red=True, bold=True)
-    tr.write_line(f"why: {reasons[0]}", red=True, bold=True)
-    tr.write_line(f"Start PostgreSQL on {PG_HOST}:{PG_PORT} (user {PG_USER}, trust auth, database {PG_ADMIN_DB}) "
-                  "and run the tests again.", red=True, bold=True)
-    tr.write_sep("!", "", red=True, bold=True)
-
-
 # --------------------------------------------------------------------------------------------------- data
-
-
-@lru_cache(maxsize=1)
-def _bundled_records() -> tuple[str, ...]:
-    """The non-blank lines of the bundled dictionary, in file order."""
-    out = []
-    with JOB_DICTIONARY.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(line.rstrip("\n"))
-    return tuple(out)
-
-
-def bundled_lines(n: int | None = None, extra_codes: tuple[str, ...] = ()) -> list[str]:
-    """The first `n` lines of the bundled job dictionary, then the lines of `extra_codes` not already in."""
-    lines = list(_bundled_records())
-    head = lines if n is None else lines[:n]
-    codes = {json.loads(line)["dJobCd"] for line in head}
-    extra = [line for line in lines if (c := json.loads(line)["dJobCd"]) in extra_codes and c not in codes]
-    return head + extra
 
 
 @pytest.fixture(scope="session")
@@ -193,7 +100,7 @@ def small_jobs_records(small_jobs: Path) -> list[dict]:
     return [json.loads(line) for line in small_jobs.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-# --------------------------------------------------------------------------------------------------- embedder
+# --------------------------------------------------------------------------------------------------- embedders
 
 
 @pytest.fixture(scope="session")
@@ -208,43 +115,7 @@ def embedder():
     return CachedEmbedder(UniversalSentenceEncoder(), size=50_000)
 
 
-class HashEmbedder:
-    """A tiny deterministic implementation of our `Embedder` interface with another model id (not a real model):
-    character trigrams hashed into 64 signed buckets, L2-normalised. For the model-mismatch and reindex tests."""
-
-    model_id = "test-hash-trigram-64"
-    dim = 64
-
-    def embed(self, texts):  # noqa: ANN001, ANN201
-        import hashlib
-
-        import numpy as np
-
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            padded = f"  {text} "
-            for i in range(len(padded) - 2):
-                h = int.from_bytes(hashlib.blake2b(padded[i : i + 3].encode(), digest_size=4).digest(), "big")
-                out[row, h % self.dim] += 1.0 if h & 1 else -1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return out / norms
-
-
 @pytest.fixture(scope="session")
 def other_embedder() -> HashEmbedder:
+    """A fake embedder of another model id (tests.support.embedders.HashEmbedder)."""
     return HashEmbedder()
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-
-def ingest_executable() -> list[str]:
-    """The `ingest` console script of this interpreter's environment (as an operator would run it)."""
-    script = Path(sys.executable).parent / "ingest"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("ingest")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from ingest.cli import app; app()"]

@@ -14,20 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from api_support import (
-    KB,
-    Server,
-    bearer,
-    clone_kb,
-    disk_embedder,
-    kb_lines,
-    make_runtime,
-    new_key,
-    parse_sse,
-    sse_lines,
-    template_kb,
-    vectors_dir,
-)
+from tests.support.api_client import bearer, new_key, parse_sse, sse_lines
+from tests.support.embedders import disk_embedder, vectors_dir
+from tests.support.knowledge_base import KB, api_lines, clone_kb, make_runtime, template_kb
+from tests.support.processes import Server
 from assistant.api import create_app
 from assistant.api.ratelimit import LocalBuckets
 from db.conversation import ChatSession, Feedback, Message, Review
@@ -514,7 +504,7 @@ def test_real_server_first_start_sse_and_openai_stream(tmp_path: Path) -> None:
     """`jinro serve` on an empty data dir: loads the job dictionary once (with progress), then serves over TCP."""
     data = tmp_path / "serve-data"
     source = tmp_path / "jobs.jsonl"
-    source.write_text("\n".join(kb_lines(12)) + "\n", encoding="utf-8")
+    source.write_text("\n".join(api_lines(12)) + "\n", encoding="utf-8")
     kb = KB(data, f"sqlite:///{data / 'jinro.db'}")
     server = Server(kb, tmp_path / "logs", args=["--knowledge", str(source)]).start()
     try:
@@ -523,7 +513,7 @@ def test_real_server_first_start_sse_and_openai_stream(tmp_path: Path) -> None:
         assert f"listening on http://127.0.0.1:{server.port}" in server.stdout_path.read_text()
         import subprocess
 
-        from api_support import jinro_executable
+        from tests.support.processes import jinro_executable
 
         created = subprocess.run([*jinro_executable(), "keys", "create", "--role", "client", "--name", "web"],
                                  env=kb.env(), capture_output=True, text=True, timeout=60)

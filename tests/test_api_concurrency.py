@@ -18,9 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api_support import KB, TOPICS, Server, bearer, build_kb, clone_kb, disk_embedder, new_key, parse_sse, \
-    template_kb, vectors_dir
-from conftest import create_pg_database, drop_pg_database, pg_url, postgres_unavailable
+from tests.support.api_client import bearer, new_key, parse_sse
+from tests.support.embedders import disk_embedder, vectors_dir
+from tests.support.knowledge_base import KB, TOPICS, api_lines, build_kb, clone_kb, template_kb
+from tests.support.postgres import create_pg_database, drop_pg_database, pg_url, postgres_unavailable
+from tests.support.processes import Server
 from db.conversation import ChatSession, Message
 from db.engine import create_db_engine, session_factory
 from db.models import Document, Occupation
@@ -56,7 +58,7 @@ def stacks(embedder, request, tmp_path_factory):  # noqa: ANN001, ANN201
     pg_name = None
     if postgres_unavailable() is None:
         pg_name = create_pg_database()
-        pg_kb = build_kb(base / "pg", emb, url=pg_url(pg_name))
+        pg_kb = build_kb(base / "pg", emb, api_lines(), url=pg_url(pg_name))
         out["postgres"] = Stack("postgres", pg_kb, [Server(pg_kb, logs), Server(pg_kb, logs)])
     for stack in out.values():
         stack.key = new_key(stack.kb.url, "client", f"load-{stack.name}")

@@ -15,7 +15,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from api_support import bearer, clone_kb, disk_embedder, make_runtime, new_key, template_kb, vectors_dir
+from tests.support.api_client import bearer, new_key
+from tests.support.embedders import disk_embedder, vectors_dir
+from tests.support.knowledge_base import clone_kb, make_runtime, template_kb
 from assistant.api import create_app
 
 EXAMPLES = 8  # per operation and mode; the whole run stays well under a minute

@@ -16,18 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api_support import (
-    KB,
-    Server,
-    bearer,
-    clone_kb,
-    disk_embedder,
-    jinro_executable,
-    make_runtime,
-    new_key,
-    template_kb,
-    vectors_dir,
-)
+from tests.support.api_client import bearer, new_key
+from tests.support.embedders import disk_embedder, vectors_dir
+from tests.support.knowledge_base import KB, clone_kb, make_runtime, template_kb
+from tests.support.processes import Server, jinro_executable
 from assistant.api import create_app
 from assistant.api.ratelimit import RedisBuckets, build_limiter
 from assistant.api.security import KeyScrubber

@@ -9,14 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from tests.retrieval_kb import KB, build_kb, code_of
+from tests.support.dictionary import code_of
+from tests.support.knowledge_base import KB, build_kb, retrieval_lines
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:  # noqa: ANN001
-    kb = build_kb(tmp_path_factory.mktemp("dialogue-kb"), embedder, total=80)
+    kb = build_kb(tmp_path_factory.mktemp("dialogue-kb"), embedder, retrieval_lines(80), keep_open=True)
     yield kb
     kb.close()
 

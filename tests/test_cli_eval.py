@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from retrieval_kb import KB, code_of, kb_lines, module_kb
+from tests.support.dictionary import code_of
+from tests.support.knowledge_base import KB, module_kb, retrieval_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 SAFETY_DEV = ROOT / "data" / "eval" / "safety_dev.jsonl"
@@ -120,7 +121,7 @@ def test_retrieval_squad_file_brings_its_own_documents(tmp_path: Path, same_mode
 
 def test_retrieval_on_a_corpus_file(tmp_path: Path, questions: Path, same_model: None) -> None:
     corpus = tmp_path / "jobs.jsonl"
-    corpus.write_text("\n".join(kb_lines(12)) + "\n", encoding="utf-8")  # the gold jobs come first
+    corpus.write_text("\n".join(retrieval_lines(12)) + "\n", encoding="utf-8")  # the gold jobs come first
     result = invoke("retrieval", str(questions), "--corpus", str(corpus), "--modes", "hybrid+facts", "--json")
     assert result.exit_code == 0, result.output
     assert one_json_object(result.stdout)["hybrid+facts"]["recall@1"] == 1.0

@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import pytest
 from sqlalchemy import select
 
 from assistant.counselor.turn import Counselor, CounselorConfig
-from assistant.generation.base import GenerationRequest, Generator
 from assistant.generation.grounded import GroundedGenerator
 from assistant.counselor.memory import MAX_SUMMARY_CHARS
 from assistant.counselor.sessions import create_session, get_session
 from db.conversation import ChatSession, Message, Review
-from tests.retrieval_kb import KB, build_kb
-
-
-class ScriptedGenerator(Generator):
-    """A stand-in LLM: answers with a fixed text and records every request it got."""
-
-    name = "scripted"
-
-    def __init__(self, answer: str, context_window: int = 2048) -> None:
-        self.answer, self.context_window = answer, context_window
-        self.requests: list[GenerationRequest] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(text)  # one token per character: a strict budget
-
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        self.requests.append(request)
-        yield from (self.answer[i : i + 5] for i in range(0, len(self.answer), 5))
-
-
-class RecordingGrounded(GroundedGenerator):
-    def __init__(self) -> None:
-        self.requests: list[GenerationRequest] = []
-
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        self.requests.append(request)
-        yield from super().stream(request)
+from tests.support.generators import RecordingGrounded, ScriptedGenerator
+from tests.support.knowledge_base import KB, build_kb, retrieval_lines
 
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:  # noqa: ANN001
-    kb = build_kb(tmp_path_factory.mktemp("counselor-kb"), embedder, total=120)
+    kb = build_kb(tmp_path_factory.mktemp("counselor-kb"), embedder, retrieval_lines(120), keep_open=True)
     yield kb
     kb.close()
 

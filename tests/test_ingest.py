@@ -1,6 +1,6 @@
 """The ingest pipeline end to end on real SQLite/PostgreSQL, the real FAISS index and the real embedder.
 
-The only stand-in is `other_embedder` (conftest.HashEmbedder), a tiny deterministic implementation of our `Embedder`
+The only stand-in is `other_embedder` (tests.support.embedders.HashEmbedder), a tiny deterministic implementation of our `Embedder`
 interface with another model id, to exercise the model-mismatch refusal and re-embedding.
 """
 

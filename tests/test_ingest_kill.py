@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bundled_lines, ingest_executable
+from tests.support.dictionary import bundled_lines
+from tests.support.processes import ingest_executable
 from db.settings import Settings
 from ingest.chunking import chunk_context, chunk_text
 from ingest.occupations import compact

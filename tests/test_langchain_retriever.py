@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from assistant.errors import RetrievalError
 from assistant.retrieval.langchain import JinroRetriever
 from assistant.retrieval.hybrid import HybridRetriever
-from retrieval_kb import KB, code_of, module_kb
+from tests.support.dictionary import code_of
+from tests.support.knowledge_base import KB, module_kb
 
 METADATA_KEYS = {"external_id", "title", "as_of", "score", "chunk_id"}
 

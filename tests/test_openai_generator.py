@@ -14,7 +14,8 @@ from assistant.generation.base import GenerationRequest, Generator
 from assistant.generation.models import encode_prompt
 from assistant.generation.openai import OpenAIGenerator, estimate_tokens, normalize_base_url, split_persona
 from assistant.counselor.prompt import DEFAULT_PERSONA, EOS_MARKER, STOP_SEQUENCES, PromptParts, Turn, render_prompt
-from openai_stub import ANSWER, ANSWER_CHUNKS, Drop, Fail, OpenAIStub, Raw, Stream, free_port, whole_completion
+from tests.support.openai_stub import ANSWER, Drop, Fail, OpenAIStub, Raw, Stream, whole_completion
+from tests.support.processes import free_port
 
 API_KEY = "sk-test-123"
 LONG_CHUNKS = ("학생의 고민을 잘 들었어요. 먼저 관심 분야를 정리해 보면 좋겠어요. ",

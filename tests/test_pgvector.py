@@ -9,11 +9,10 @@ one lacks the extension) and that the FAISS default is untouched.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import uuid
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -35,9 +34,10 @@ from ingest.indexing import diff_index, sync_index
 from ingest.jobs import read_jobs
 from ingest.pipeline import Ingester, remove_documents
 from ingest.knowledge import Knowledge, open_knowledge
+from tests.support.dictionary import kb_lines
+from tests.support.postgres import PgServer, PgServerUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
-JOB_DICTIONARY = ROOT / "data" / "job_dictionary" / "job_dictionary_work24.jsonl"
 DEV = ROOT / "data" / "eval" / "retrieval_dev.jsonl"
 MIGRATION_0003 = ROOT / "db" / "migrations" / "versions" / "0003_pgvector.py"
 N_RECORDS, N_QUERIES, K = 150, 15, 5
@@ -53,15 +53,7 @@ def dev_queries() -> list[dict]:
 
 def subset_lines(total: int = N_RECORDS) -> list[str]:
     """The gold occupations of the queries first (so the queries have their answers), then the dictionary's head."""
-    gold = {g.removeprefix("job:") for q in dev_queries() for g in q["gold"]}
-    records = [line for line in JOB_DICTIONARY.read_text(encoding="utf-8").splitlines() if line.strip()]
-    chosen = [line for line in records if json.loads(line)["dJobCd"] in gold]
-    for line in records:
-        if len(chosen) >= total:
-            break
-        if json.loads(line)["dJobCd"] not in gold:
-            chosen.append(line)
-    return chosen
+    return kb_lines(total, codes={g.removeprefix("job:") for q in dev_queries() for g in q["gold"]})
 
 
 def overlap(a: list[list], b: list[list]) -> float:
@@ -74,37 +66,14 @@ def overlap(a: list[list], b: list[list]) -> float:
 
 
 @pytest.fixture(scope="module")
-def pg_server():  # noqa: ANN201
-    # Not under pytest's tmp dirs: pgserver runs postgres as the user `pgserver` when we are root, and pytest
-    # keeps its tmp dirs private (0700), which would stop pg_ctl from reaching the data dir at teardown.
-    base = Path(tempfile.mkdtemp(prefix="jinro-pgvector-"))
+def pg_server() -> Iterator[PgServer]:
     try:
-        import pgserver
-
-        srv = pgserver.get_server(base / "pgdata", cleanup_mode="stop")
-        uri = srv.get_uri()
-        import psycopg
-
-        with psycopg.connect(uri, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # fails here when pgvector is missing
-    except Exception as exc:  # noqa: BLE001 - any failure to start means: skip, loudly, saying why
-        reason = f"pgserver could not start PostgreSQL + pgvector: {type(exc).__name__}: {str(exc).strip()[:300]}"
-        warnings.warn(reason, stacklevel=1)
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"PGVECTOR TESTS SKIPPED — {reason}")
+        srv = PgServer("jinro-pgvector-")
+    except PgServerUnavailable as exc:  # any failure to start means: skip, loudly, saying why
+        warnings.warn(str(exc), stacklevel=1)
+        pytest.skip(f"PGVECTOR TESTS SKIPPED — {exc}")
     yield srv
-    srv.cleanup()  # stops the server
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def new_database(srv) -> str:  # noqa: ANN001
-    """A fresh database on the pgserver instance; returns its SQLAlchemy URL (psycopg 3, unix socket)."""
-    import psycopg
-
-    name = f"jinro_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(srv.get_uri(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return srv.get_uri(name)
+    srv.stop()
 
 
 def ingest(k: Knowledge, embedder, lines: list[str], directory: Path) -> None:  # noqa: ANN001
@@ -135,7 +104,7 @@ class PgKB:
 def kb(pg_server, embedder, tmp_path_factory: pytest.TempPathFactory) -> PgKB:  # noqa: ANN001
     """~150 job-dictionary records ingested into a pgvector DB; both stores synced from the same chunks."""
     directory = tmp_path_factory.mktemp("pgkb")
-    url = new_database(pg_server)
+    url = pg_server.new_database()
     k = open_knowledge(url, directory / "index", embedder.model_id, embedder=embedder, vector_store="pgvector")
     ingest(k, embedder, subset_lines(), directory)
     pg = k.store()
@@ -152,7 +121,7 @@ def kb(pg_server, embedder, tmp_path_factory: pytest.TempPathFactory) -> PgKB:  
 @pytest.fixture
 def fresh(pg_server, embedder, tmp_path: Path) -> Knowledge:  # noqa: ANN001
     """An empty pgvector knowledge DB of its own (for the tests that change it)."""
-    k = open_knowledge(new_database(pg_server), tmp_path / "index", embedder.model_id, embedder=embedder,
+    k = open_knowledge(pg_server.new_database(), tmp_path / "index", embedder.model_id, embedder=embedder,
                        vector_store="pgvector")
     yield k
     k.engine.dispose()
@@ -340,7 +309,7 @@ def test_replicas_share_the_store_without_syncing(fresh: Knowledge, pg_server, e
 def test_cli_migrate_and_verify_with_pgvector(pg_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:  # noqa: ANN001
     from ingest.cli import app
 
-    url = new_database(pg_server)
+    url = pg_server.new_database()
     monkeypatch.setenv("JINRO_DB_URL", url)
     monkeypatch.setenv("JINRO_VECTOR_STORE", "pgvector")
     runner = CliRunner()
@@ -355,7 +324,7 @@ def test_cli_migrate_and_verify_with_pgvector(pg_server, monkeypatch: pytest.Mon
 
 def test_store_recreates_its_schema_when_pgvector_came_later(pg_server, embedder) -> None:  # noqa: ANN001
     """A DB migrated while pgvector was absent (0003 was a no-op) gets the table from the store itself."""
-    engine = create_db_engine(new_database(pg_server))
+    engine = create_db_engine(pg_server.new_database())
     try:
         upgrade(engine)
         with engine.begin() as conn:

@@ -13,24 +13,21 @@ Skips (loudly, saying why) only when pgserver cannot start PostgreSQL + pgvector
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-import uuid
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
 
-from api_support import KB, TOPICS, Server, bearer, disk_embedder, kb_lines, new_key, vectors_dir
 from db.engine import create_db_engine
 from db.migrate import current_revision, upgrade
-from ingest.occupations import resolve_relations
-from ingest.indexing import sync_index
-from ingest.jobs import read_jobs
-from ingest.pipeline import Ingester
-from ingest.knowledge import open_knowledge
+from tests.support.api_client import bearer, new_key
+from tests.support.embedders import disk_embedder, vectors_dir
+from tests.support.knowledge_base import KB, api_lines, build_kb
+from tests.support.postgres import PgServer, PgServerUnavailable
+from tests.support.processes import Server
 
 pytestmark = pytest.mark.slow
 
@@ -65,51 +62,25 @@ def redis_db():  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def pg_server():  # noqa: ANN201
-    # Not under pytest's private (0700) tmp dirs: pgserver runs postgres as the user `pgserver` when we are root.
-    base = Path(tempfile.mkdtemp(prefix="jinro-replicas-"))
+def pg_server() -> Iterator[PgServer]:
     try:
-        import pgserver
-        import psycopg
-
-        srv = pgserver.get_server(base / "pgdata", cleanup_mode="stop")
-        with psycopg.connect(srv.get_uri(), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # fails here when pgvector is missing
-    except Exception as exc:  # noqa: BLE001 - any failure to start means: skip, loudly, saying why
-        shutil.rmtree(base, ignore_errors=True)
-        _skip(f"pgserver could not start PostgreSQL + pgvector: {type(exc).__name__}: {str(exc).strip()[:300]}")
+        srv = PgServer("jinro-replicas-")
+    except PgServerUnavailable as exc:  # any failure to start means: skip, loudly, saying why
+        _skip(str(exc))
     yield srv
-    srv.cleanup()  # stops the server
-    shutil.rmtree(base, ignore_errors=True)
+    srv.stop()
 
 
-def build_pg_kb(srv, embedder, directory: Path, total: int = TOTAL) -> str:  # noqa: ANN001
+def build_pg_kb(srv: PgServer, embedder, directory: Path, total: int = TOTAL) -> str:  # noqa: ANN001
     """A fresh database on `srv`, migrated, with `total` job-dictionary records ingested into pgvector."""
-    import psycopg
-
-    name = f"jinro_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(srv.get_uri(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = srv.get_uri(name)
+    url = srv.new_database()
     engine = create_db_engine(url)
     try:
         upgrade(engine)
         assert current_revision(engine) == "0003"
     finally:
         engine.dispose()
-    directory.mkdir(parents=True, exist_ok=True)
-    source = directory / "jobs.jsonl"
-    source.write_text("\n".join(kb_lines(total, TOPICS)) + "\n", encoding="utf-8")
-    k = open_knowledge(url, directory / "index", embedder.model_id, embedder=embedder, vector_store="pgvector")
-    try:
-        report = Ingester(k.factory, embedder, kind="job").run(read_jobs(source))
-        assert not report.problems, report.problems
-        with k.factory() as s:
-            resolve_relations(s)
-            s.commit()
-        sync_index(k.factory, k.store())
-    finally:
-        k.engine.dispose()
+    build_kb(directory, embedder, api_lines(total), url=url, vector_store="pgvector")
     return url
 
 

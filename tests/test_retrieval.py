@@ -19,7 +19,8 @@ from db.vectorstore import FaissStore
 from ingest.documents import SourceDocument
 from ingest.indexing import sync_index
 from ingest.pipeline import Ingester
-from retrieval_kb import KB, clone_kb, code_of, dev_questions, empty_kb, module_kb
+from tests.support.dictionary import code_of
+from tests.support.knowledge_base import KB, clone_kb, dev_questions, empty_kb, module_kb
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,10 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from api_support import KB, Server, bearer, clone_kb, disk_embedder, new_key, template_kb, vectors_dir
+from tests.support.api_client import bearer, new_key
+from tests.support.embedders import disk_embedder, vectors_dir
+from tests.support.knowledge_base import KB, clone_kb, template_kb
+from tests.support.processes import Server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -95,13 +95,6 @@ def whole_completion(text: str, *, chat: bool = False, model: str = "counselor")
     return Raw(json.dumps(obj, ensure_ascii=False))
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound once and released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class OpenAIStub:
     def __init__(self, *, models: Sequence[str] = ("counselor",), api_key: str | None = None,
                  default: Reply = Stream()) -> None:

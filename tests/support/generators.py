@@ -1,0 +1,36 @@
+"""Fake generators: implementations of our `Generator` interface that stand in for an LLM."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from assistant.generation.base import GenerationRequest, Generator
+from assistant.generation.grounded import GroundedGenerator
+
+
+class ScriptedGenerator(Generator):
+    """A stand-in LLM: answers with a fixed text and records every request it got."""
+
+    name = "scripted"
+
+    def __init__(self, answer: str, context_window: int = 2048) -> None:
+        self.answer, self.context_window = answer, context_window
+        self.requests: list[GenerationRequest] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)  # one token per character: a strict budget
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        self.requests.append(request)
+        yield from (self.answer[i : i + 5] for i in range(0, len(self.answer), 5))
+
+
+class RecordingGrounded(GroundedGenerator):
+    """The real grounded generator, recording every request it got."""
+
+    def __init__(self) -> None:
+        self.requests: list[GenerationRequest] = []
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        self.requests.append(request)
+        yield from super().stream(request)

@@ -1,7 +1,7 @@
 """Load test of the REST API on loopback: N concurrent sessions x M turns against a real `jinro serve`.
 
-    python bench/api_bench.py                      # 50 sessions x 20 turns, 2 workers, full bundled knowledge
-    python bench/api_bench.py --sessions 10 --turns 5 --workers 1
+    python -m bench.api_bench                      # 50 sessions x 20 turns, 2 workers, full bundled knowledge
+    python -m bench.api_bench --sessions 10 --turns 5 --workers 1
 
 The server runs the grounded generator on SQLite with the whole bundled job dictionary (ingested once into
 bench/out/api-data). Reports turns/s, client-side latency percentiles, errors, a check that every turn was
@@ -28,15 +28,14 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
+from db.conversation import ChatSession, Message
+from db.settings import Settings
+from ingest.knowledge import open_knowledge
+from tests.support.api_client import bearer, new_key
+from tests.support.knowledge_base import KB
+from tests.support.processes import Server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from api_support import KB, Server, bearer, new_key  # noqa: E402
-
-from db.conversation import ChatSession, Message  # noqa: E402
-from db.settings import Settings  # noqa: E402
-from ingest.knowledge import open_knowledge  # noqa: E402
-
 OUT = ROOT / "bench" / "out"
 README = ROOT / "bench" / "README.md"
 
@@ -202,7 +201,7 @@ def write_readme(result: dict) -> None:
     c, l, seq, chk = result["config"], result["load"], result["sequential"], result["stored"]
     section = f"""## API
 
-`python bench/api_bench.py` — {c['sessions']} concurrent sessions x {c['turns']} turns over HTTP on loopback against
+`python -m bench.api_bench` — {c['sessions']} concurrent sessions x {c['turns']} turns over HTTP on loopback against
 `jinro serve --workers {c['workers']}` (grounded generator, SQLite WAL, the whole bundled job dictionary:
 {c['documents']} documents), httpx async client. {c['machine']}; load average {c['loadavg']} at the start (other
 work was running on the machine: absolute figures are pessimistic).
@@ -227,9 +226,16 @@ p50 is queueing for a CPU (the two cores are the limit, not the API layer). `jin
 own listening socket so that keep-alive connections get TCP_NODELAY (with uvicorn's own socket every keep-alive
 request waited ~40 ms for a delayed ACK, Kludex/uvicorn#3149). Output: `bench/out/api.json`.
 """
+    replace_readme_section(section)
+
+
+def replace_readme_section(section: str) -> None:
+    """Put `section` (a markdown text that starts with its `## ` heading) in bench/README.md in place of the
+    section with the same heading, or at the end when there is none."""
+    heading = section.split("\n", 1)[0]
     text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## API\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     README.write_text(text, encoding="utf-8")
 
 

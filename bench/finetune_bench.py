@@ -2,10 +2,10 @@
 real counselor (retrieval, facts, memory, prompt, fact guard) with Gemma 3 270M before and after the LoRA adapter,
 against the `grounded` generator.
 
-    python bench/finetune_bench.py --adapter var/runs/gemma3-270m-cpu/adapter
-    python bench/finetune_bench.py --adapter ... --generators base --sets unlike      # one cell at a time
-    python bench/finetune_bench.py --adapter var/runs/x/adapter --generators tuned --label tuned-x   # another run
-    python bench/finetune_bench.py --report-only                                       # rebuild answers.md
+    python -m bench.finetune_bench --adapter var/runs/gemma3-270m-cpu/adapter
+    python -m bench.finetune_bench --adapter ... --generators base --sets unlike      # one cell at a time
+    python -m bench.finetune_bench --adapter var/runs/x/adapter --generators tuned --label tuned-x   # another run
+    python -m bench.finetune_bench --report-only                                       # rebuild answers.md
 
 Sets: `dev` = data/eval/dialogue_dev.jsonl (54 scenarios), `unlike` = data/eval/dialogue_unlike.jsonl (20 scenarios
 worded unlike finetune/derive.py's templates, incl. questions the facts cannot answer). Each (generator, set) cell
@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from rich.progress import Progress
+
+from assistant.evaluation.dialogue import evaluate_dialogue, load_scenarios
+from assistant.generation.base import Generator
+from assistant.runtime import build_runtime, load_generator
+from bench.turn_bench import DATA, ensure_kb  # the same full-dictionary knowledge DB
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from rich.progress import Progress  # noqa: E402
-
-from assistant.evaluation.dialogue import evaluate_dialogue, load_scenarios  # noqa: E402
-from assistant.generation.base import Generator  # noqa: E402
-from assistant.runtime import build_runtime, load_generator  # noqa: E402
-from turn_bench import DATA, ensure_kb  # noqa: E402  (the same full-dictionary knowledge DB)
-
 OUT = ROOT / "bench" / "out" / "finetune"
 SETS = {"dev": ROOT / "data/eval/dialogue_dev.jsonl", "unlike": ROOT / "data/eval/dialogue_unlike.jsonl"}
 BASE = "gemma3-270m-gguf"

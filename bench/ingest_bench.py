@@ -1,7 +1,7 @@
 """Benchmark of `ingest jobs` on the whole bundled job dictionary, through the real CLI in a subprocess.
 
-    python bench/ingest_bench.py                      # fresh temp data dir (SQLite), removed afterwards
-    python bench/ingest_bench.py --keep --workdir /tmp/jinro-bench
+    python -m bench.ingest_bench                      # fresh temp data dir (SQLite), removed afterwards
+    python -m bench.ingest_bench --keep --workdir /tmp/jinro-bench
 
 Three runs against one fresh data dir:
   1. `ingest jobs <dictionary>` into an empty DB: wall time, CPU time, peak RSS, chunks/s, DB and index sizes;
@@ -25,25 +25,19 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tests.support.processes import ingest_executable
+
 ROOT = Path(__file__).resolve().parent.parent
 DICTIONARY = ROOT / "data" / "job_dictionary" / "job_dictionary_work24.jsonl"
 OUT = ROOT / "bench" / "out" / "ingest.json"
 RATIO_GOAL = 20.0
 
 
-def ingest_command() -> list[str]:
-    script = Path(sys.executable).parent / "ingest"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("ingest")
-    return [found] if found else [sys.executable, "-c", "from ingest.cli import app; app()"]
-
-
 def timed(args: list[str], env: dict[str, str], log: Path) -> dict:
     """Run one command; wall time, CPU time and peak RSS of that process (from wait4), exit code, output."""
     with log.open("wb") as fh:
         start = time.perf_counter()
-        proc = subprocess.Popen([*ingest_command(), *args], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen([*ingest_executable(), *args], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -59,7 +53,7 @@ def timed(args: list[str], env: dict[str, str], log: Path) -> dict:
 
 
 def status(env: dict[str, str]) -> dict:
-    out = subprocess.run([*ingest_command(), "status", "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([*ingest_executable(), "status", "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout)
 

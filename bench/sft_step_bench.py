@@ -2,8 +2,8 @@
 loop such as TRL's default computes) against `finetune.masking.batch_loss`, which projects onto the 262k-token
 vocabulary only where a counselor token is predicted. Same conversations, same LoRA, forward + backward.
 
-    python bench/sft_step_bench.py                  # 16 conversations of var/sft-gemma/train.jsonl
-    python bench/sft_step_bench.py --examples 32 --micro 1 4
+    python -m bench.sft_step_bench                  # 16 conversations of var/sft-gemma/train.jsonl
+    python -m bench.sft_step_bench --examples 32 --micro 1 4
 
 Needs the Gemma SFT data (`finetune prepare ... --tokenizer gemma3-270m-gguf --out var/sft-gemma`, docs/finetune.md).
 Prints a markdown table and writes bench/out/sft_step.json.
@@ -14,21 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import torch
+from peft import LoraConfig, get_peft_model
 
-import torch  # noqa: E402
-from peft import LoraConfig, get_peft_model  # noqa: E402
-
-from assistant.generation.models import load_tokenizer  # noqa: E402
+from assistant.generation.models import load_tokenizer
 from assistant.generation.models import GEMMA_GGUF_ALIAS, load_causal_lm
-from finetune.formats import read_examples  # noqa: E402
-from finetune.masking import batch_loss, collate, encode_segments, masked_loss  # noqa: E402
+from finetune.formats import read_examples
+from finetune.masking import batch_loss, collate, encode_segments, masked_loss
 
+ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

@@ -1,8 +1,8 @@
 """A counselor turn's latency split by stage (memory, safety, facts, retrieval, prompt, generation, guard, store),
 for each generator, on the full bundled knowledge DB.
 
-    python bench/turn_bench.py                       # grounded + Gemma 3 270M (transformers, CPU)
-    python bench/turn_bench.py --generators grounded --turns 200
+    python -m bench.turn_bench                       # grounded + Gemma 3 270M (transformers, CPU)
+    python -m bench.turn_bench --generators grounded --turns 200
 
 Writes bench/out/turn.json and prints a markdown table. The knowledge DB is built under bench/out/data on first use
 (`JINRO_DATA_DIR=bench/out/data ingest jobs data/job_dictionary`).
@@ -13,19 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from assistant.evaluation.dialogue import load_scenarios
+from assistant.runtime import build_runtime, load_generator
+from assistant.counselor.sessions import create_session
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from assistant.evaluation.dialogue import load_scenarios  # noqa: E402
-from assistant.runtime import build_runtime, load_generator  # noqa: E402
-from assistant.counselor.sessions import create_session  # noqa: E402
-
 DATA = ROOT / "bench" / "out" / "data"
 STAGES = ("memory", "safety", "facts", "retrieval", "prompt", "generation", "guard", "store")
 

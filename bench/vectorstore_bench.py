@@ -1,9 +1,9 @@
 """The two vector stores side by side at 100k chunks: FaissStore (flat and HNSW, in process) and PgVectorStore
 (PostgreSQL + pgvector, HNSW m=16 ef_construction=64), with synthetic 512-d L2-normalised vectors inserted directly.
 
-    python bench/vectorstore_bench.py                      # 100k; pgvector on a pgserver (PostgreSQL 18) in a temp dir
-    python bench/vectorstore_bench.py --faiss-1m           # also FAISS flat at 1M
-    python bench/vectorstore_bench.py --db postgresql://jinro:...@host/jinro_bench   # an existing PostgreSQL + pgvector
+    python -m bench.vectorstore_bench                      # 100k; pgvector on a pgserver (PostgreSQL 18) in a temp dir
+    python -m bench.vectorstore_bench --faiss-1m           # also FAISS flat at 1M
+    python -m bench.vectorstore_bench --db postgresql://jinro:...@host/jinro_bench   # an existing PostgreSQL + pgvector
 
 Per store: build time, search latency p50/p95 of top-10 for one query per call (as the retriever calls it;
 for pgvector that includes the round trip, SQLAlchemy and `SET LOCAL hnsw.ef_search`), recall@10 against exact
@@ -33,12 +33,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from db.pgvector import PgVectorStore
+from db.vectorstore import FaissStore
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from db.pgvector import PgVectorStore  # noqa: E402
-from db.vectorstore import FaissStore  # noqa: E402
-
 OUT = ROOT / "bench" / "out" / "vectorstores.json"
 DIM, K, MODEL = 512, 10, "use-multilingual-v3"
 

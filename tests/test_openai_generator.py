@@ -1,4 +1,4 @@
-"""OpenAIGenerator against a real local HTTP server speaking the OpenAI protocol (tests/openai_stub.py)."""
+"""OpenAIGenerator against a real local HTTP server speaking the OpenAI protocol (tests/support/openai_stub.py)."""
 
 from __future__ import annotations
 

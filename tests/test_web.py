@@ -1,5 +1,5 @@
 """The two browser pages, driven in headless Chromium (Playwright, sync API) against a real `jinro serve` process on
-127.0.0.1 with a small real knowledge DB (api_support): the student chat (/app) and the review console (/console).
+127.0.0.1 with a small real knowledge DB (tests.support.knowledge_base): the student chat (/app) and the review console (/console).
 """
 
 from __future__ import annotations

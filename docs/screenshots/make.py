@@ -1,6 +1,6 @@
-"""Screenshots of the web pages for docs/web.md: python docs/screenshots/make.py
+"""Screenshots of the web pages for docs/web.md: python -m docs.screenshots.make (from the repository root)
 
-Builds the tests' small knowledge DB (tests/api_support.py) in a temporary folder, starts a real `jinro serve`,
+Builds the tests' small knowledge DB (tests/support/knowledge_base.py) in a temporary folder, starts a real `jinro serve`,
 drives /app and /console in headless Chromium (/usr/bin/chromium, Playwright) and writes chat-desktop.png,
 chat-phone.png, console-desktop.png and console-phone.png next to this file. Needs a Korean font on the machine
 (Debian: apt-get install fonts-nanum fonts-noto-color-emoji), or the Hangul comes out as empty boxes.
@@ -14,11 +14,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.support.api_client import new_key
+from tests.support.embedders import disk_embedder
+from tests.support.knowledge_base import api_lines, build_kb
+from tests.support.processes import Server
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from api_support import Server, build_kb, disk_embedder, new_key  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
@@ -43,7 +45,7 @@ def main() -> None:
     try:
         cache = ROOT / ".pytest_cache" / "d" / "jinro-api-vectors"  # the tests' vectors, when they ran here
         embedder = disk_embedder(CachedEmbedder(UniversalSentenceEncoder()), cache if cache.exists() else tmp / "vectors")
-        kb = build_kb(tmp / "kb", embedder)
+        kb = build_kb(tmp / "kb", embedder, api_lines())
         client, reviewer = new_key(kb.url, "client", "screenshots"), new_key(kb.url, "reviewer", "screenshots")
         server = Server(kb, tmp / "logs").start()
         try:

@@ -1,5 +1,5 @@
 """Shared fixtures: a DB URL per backend (SQLite file / fresh PostgreSQL database), a small job dictionary, the
-real embedder (loaded once), a fake embedder of another model, and JINRO_* environment isolation. The helpers
+real embedder (loaded once; memoised on disk for the API tests), a fake embedder of another model, and JINRO_* environment isolation. The helpers
 behind them live in `tests.support`.
 
 PostgreSQL tests need the server at 127.0.0.1:5432 (user postgres, trust auth, database `test` reachable). When
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.dictionary import bundled_lines
-from tests.support.embedders import HashEmbedder
+from tests.support.embedders import DiskCachedEmbedder, HashEmbedder, disk_embedder, vectors_dir
 from tests.support.postgres import create_pg_database, drop_pg_database, pg_url, postgres_banner, skip_without_postgres
 
 _JINRO_ENV = ("JINRO_DATA_DIR", "JINRO_DB_URL", "JINRO_EMBEDDER", "JINRO_CHUNK_SIZE", "JINRO_CHUNK_OVERLAP",
@@ -113,6 +113,14 @@ def embedder():
     from ingest.embedding import CachedEmbedder, UniversalSentenceEncoder
 
     return CachedEmbedder(UniversalSentenceEncoder(), size=50_000)
+
+
+@pytest.fixture(scope="session")
+def api_embedder(embedder, request: pytest.FixtureRequest,  # noqa: ANN001
+                 tmp_path_factory: pytest.TempPathFactory) -> DiskCachedEmbedder:
+    """The real embedder memoised on disk (pytest's cache dir, kept between runs): what the API tests build their
+    knowledge DB with, so only the first run on a machine pays for embedding it."""
+    return disk_embedder(embedder, vectors_dir(request, tmp_path_factory))
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from tests.support.api_client import bearer, new_key, parse_sse, sse_lines
-from tests.support.embedders import disk_embedder, vectors_dir
 from tests.support.knowledge_base import KB, api_lines, clone_kb, make_runtime, template_kb
 from tests.support.processes import Server
 from assistant.api import create_app
@@ -26,11 +25,6 @@ PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-
-@pytest.fixture(scope="module")
-def api_embedder(embedder, request, tmp_path_factory):  # noqa: ANN001, ANN201
-    return disk_embedder(embedder, vectors_dir(request, tmp_path_factory))
-
 
 @pytest.fixture(scope="module")
 def kb(api_embedder, tmp_path_factory) -> KB:  # noqa: ANN001

@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.api_client import bearer, new_key, parse_sse
-from tests.support.embedders import disk_embedder, vectors_dir
 from tests.support.knowledge_base import KB, TOPICS, api_lines, build_kb, clone_kb, template_kb
 from tests.support.postgres import create_pg_database, drop_pg_database, pg_url, postgres_unavailable
 from tests.support.processes import Server
@@ -48,9 +47,9 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stacks(embedder, request, tmp_path_factory):  # noqa: ANN001, ANN201
+def stacks(api_embedder, tmp_path_factory):  # noqa: ANN001, ANN201
     """Both databases with their servers, started together (their start-up overlaps)."""
-    emb = disk_embedder(embedder, vectors_dir(request, tmp_path_factory))
+    emb = api_embedder
     base = tmp_path_factory.mktemp("concurrency")
     sqlite_kb = clone_kb(template_kb(tmp_path_factory.getbasetemp(), emb), base / "sqlite")
     logs = base / "logs"

@@ -16,7 +16,6 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from tests.support.api_client import bearer, new_key
-from tests.support.embedders import disk_embedder, vectors_dir
 from tests.support.knowledge_base import clone_kb, make_runtime, template_kb
 from assistant.api import create_app
 
@@ -25,8 +24,8 @@ BUDGET_S = 60
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(embedder, request, tmp_path_factory):  # noqa: ANN001, ANN201
-    emb = disk_embedder(embedder, vectors_dir(request, tmp_path_factory))
+def fuzz_app(api_embedder, tmp_path_factory):  # noqa: ANN001, ANN201
+    emb = api_embedder
     kb = clone_kb(template_kb(tmp_path_factory.getbasetemp(), emb), tmp_path_factory.mktemp("fuzz-kb"))
     rt = make_runtime(kb, emb, review_sample_rate=0.5)  # reviews exist for the review operations to find
     rt.counselor.warm()

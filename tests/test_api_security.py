@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.support.api_client import bearer, new_key
-from tests.support.embedders import disk_embedder, vectors_dir
 from tests.support.knowledge_base import KB, clone_kb, make_runtime, template_kb
 from tests.support.processes import Server, jinro_executable
 from assistant.api import create_app
@@ -26,11 +25,6 @@ from assistant.api.security import KeyScrubber
 from db.conversation import ApiKey, ChatSession, Message
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture(scope="module")
-def api_embedder(embedder, request, tmp_path_factory):  # noqa: ANN001, ANN201
-    return disk_embedder(embedder, vectors_dir(request, tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

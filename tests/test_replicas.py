@@ -24,7 +24,6 @@ import pytest
 from db.engine import create_db_engine
 from db.migrate import current_revision, upgrade
 from tests.support.api_client import bearer, new_key
-from tests.support.embedders import disk_embedder, vectors_dir
 from tests.support.knowledge_base import KB, api_lines, build_kb
 from tests.support.postgres import PgServer, PgServerUnavailable
 from tests.support.processes import Server
@@ -85,8 +84,8 @@ def build_pg_kb(srv: PgServer, embedder, directory: Path, total: int = TOTAL) ->
 
 
 @pytest.fixture(scope="module")
-def replicas(pg_server, redis_db, embedder, request, tmp_path_factory):  # noqa: ANN001, ANN201
-    emb = disk_embedder(embedder, vectors_dir(request, tmp_path_factory))
+def replicas(pg_server, redis_db, api_embedder, tmp_path_factory):  # noqa: ANN001, ANN201
+    emb = api_embedder
     base = tmp_path_factory.mktemp("replicas")
     url = build_pg_kb(pg_server, emb, base / "ingest")
     env = dict(JINRO_VECTOR_STORE="pgvector", JINRO_REDIS_URL=REDIS_URL, JINRO_RATE_LIMIT_PER_MINUTE=str(PER_MINUTE),

@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from tests.support.api_client import bearer, new_key
-from tests.support.embedders import disk_embedder, vectors_dir
 from tests.support.knowledge_base import KB, clone_kb, template_kb
 from tests.support.processes import Server
 
@@ -46,9 +45,8 @@ pytestmark = [
 # ------------------------------------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="module")
-def kb(embedder, request, tmp_path_factory) -> KB:  # noqa: ANN001
-    cached = disk_embedder(embedder, vectors_dir(request, tmp_path_factory))
-    return clone_kb(template_kb(tmp_path_factory.getbasetemp(), cached), tmp_path_factory.mktemp("web-kb"))
+def kb(api_embedder, tmp_path_factory) -> KB:  # noqa: ANN001
+    return clone_kb(template_kb(tmp_path_factory.getbasetemp(), api_embedder), tmp_path_factory.mktemp("web-kb"))
 
 
 @pytest.fixture(scope="module")

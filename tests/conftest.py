@@ -1,6 +1,6 @@
 """Shared fixtures: a DB URL per backend (SQLite file / fresh PostgreSQL database), a small job dictionary, the
-real embedder (loaded once; memoised on disk for the API tests), a fake embedder of another model, and JINRO_* environment isolation. The helpers
-behind them live in `tests.support`.
+real embedder (loaded once; memoised on disk for the API tests), a fake embedder of another model, and JINRO_*
+environment isolation. The helpers behind them live in `tests.support`.
 
 PostgreSQL tests need the server at 127.0.0.1:5432 (user postgres, trust auth, database `test` reachable). When
 it cannot be reached those tests are skipped and the terminal summary says so in a banner.

@@ -35,6 +35,7 @@ import psutil
 
 from db.pgvector import PgVectorStore
 from db.vectorstore import FaissStore
+from tests.support.postgres import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "vectorstores.json"
@@ -134,30 +135,24 @@ def _faiss_child(kind: str, stem: str) -> dict:
     return result
 
 
-def _pg_engine(url: str | None, tmp: Path):  # noqa: ANN202
-    """(engine, server or None): the given PostgreSQL, or a pgserver one (PostgreSQL 18 + pgvector) under tmp."""
+def _pg_engine(url: str | None):  # noqa: ANN202
+    """(engine, server or None): the given PostgreSQL, or a pgserver one (PostgreSQL 18 + pgvector) in a temp dir."""
     from db.engine import create_db_engine
 
     server = None
     if url is None:
-        import pgserver
-        import psycopg
-
-        server = pgserver.get_server(tmp / "pgdata", cleanup_mode="stop")
-        name = f"jinro_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = server.get_uri(name)
+        server = PgServer("jinro-vectorstore-bench-")
+        url = server.new_database("jinro_bench_")
     return create_db_engine(url), server
 
 
-def bench_pgvector(url: str | None, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, tmp: Path,
+def bench_pgvector(url: str | None, data: np.ndarray, queries: np.ndarray, truth: np.ndarray,
                    ef_searches: tuple[int, ...]) -> dict:
     from sqlalchemy import text
 
     from db.migrate import upgrade
 
-    engine, server = _pg_engine(url, tmp)
+    engine, server = _pg_engine(url)
     try:
         upgrade(engine)
         store = PgVectorStore(engine, MODEL, DIM).load()
@@ -228,7 +223,7 @@ def bench_pgvector(url: str | None, data: np.ndarray, queries: np.ndarray, truth
     finally:
         engine.dispose()
         if server is not None:
-            server.cleanup()
+            server.stop()
 
 
 def table(results: list[dict]) -> str:
@@ -267,7 +262,7 @@ def main() -> None:
         if not args.no_faiss_hnsw:
             results.append(bench_faiss("hnsw", data, queries, truth, tmp))
             print(table(results[-1:]), flush=True)
-        results.append(bench_pgvector(args.db, data, queries, truth, tmp,
+        results.append(bench_pgvector(args.db, data, queries, truth,
                                       tuple(int(x) for x in args.ef_search.split(","))))
         print(table(results[-1:]), flush=True)
         if args.faiss_1m:

@@ -11,8 +11,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 PG_HOST, PG_USER, PG_ADMIN_DB = "127.0.0.1", "postgres", "test"
 PG_PORT = int(os.environ.get("JINRO_TEST_PG_PORT", "5432"))  # override only to try the skip banner
 PG_SKIP_PREFIX = "PostgreSQL tests skipped"
@@ -62,6 +60,8 @@ def pg_url(name: str) -> str:
 
 
 def skip_without_postgres() -> None:
+    import pytest  # here only: the benchmarks import this module too
+
     reason = postgres_unavailable()
     if reason:
         pytest.skip(f"{PG_SKIP_PREFIX}: the server at {PG_HOST}:{PG_PORT} cannot be reached ({reason})")

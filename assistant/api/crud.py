@@ -18,6 +18,7 @@ from assistant.api.problems import Problem, not_found
 from assistant.api.security import ROLES, Caller, hash_key, key_prefix, looks_like_key, new_key
 from assistant.safety.redaction import redact
 from db.conversation import ApiKey, ChatSession, Feedback, Message, Review
+from db.retry import retrying
 
 Factory = sessionmaker[Session]
 NEGATIVE_FEEDBACK = ("negative_feedback", 1)
@@ -110,8 +111,9 @@ def _owned_message(s: Session, message_id: int, scope: str | None) -> Message:
 
 def add_feedback(factory: Factory, message_id: int, scope: str | None, rating: str, comment: str) -> dict[str, Any]:
     """Store feedback; a thumbs-down queues the answer for review unless it is queued with a higher priority."""
-    for attempt in range(3):
-        try:
+    # two thumbs-down at once both create the review: the second one fails on the unique message_id and retries
+    for attempt in retrying(IntegrityError, attempts=3):
+        with attempt:
             with factory() as s:
                 msg = _owned_message(s, message_id, scope)
                 if msg.role != "counselor":
@@ -132,10 +134,7 @@ def add_feedback(factory: Factory, message_id: int, scope: str | None, rating: s
                        "review_id": review.id if review else None, "review_reason": review.reason if review else None}
                 s.commit()
                 return out
-        except IntegrityError:  # two thumbs-down at once both created the review: the second one retries
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: the last failed attempt re-raises")
 
 
 # ------------------------------------------------------------------------------------------------ reviews

@@ -28,11 +28,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def aware(dt: datetime | None) -> datetime | None:
-    """Timestamps are UTC; SQLite hands them back without a zone, so add it."""
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
-
-
 # ------------------------------------------------------------------------------------------------ keys
 
 def create_key(factory: Factory, role: str, name: str = "") -> tuple[ApiKey, str]:
@@ -84,7 +79,7 @@ def revoke_key(factory: Factory, ident: str) -> list[ApiKey]:
 # ------------------------------------------------------------------------------------------------ views
 
 def message_json(m: Message) -> dict[str, Any]:
-    return {"id": m.id, "seq": m.seq, "role": m.role, "text": m.text, "created_at": aware(m.created_at),
+    return {"id": m.id, "seq": m.seq, "role": m.role, "text": m.text, "created_at": m.created_at,
             "citations": m.citations or [], "facts_used": m.facts_used or [], "safety": m.safety or {},
             "generator": m.generator, "retrieval_confidence": m.retrieval_confidence, "fact_guard": m.fact_guard}
 
@@ -92,7 +87,7 @@ def message_json(m: Message) -> dict[str, Any]:
 def session_json(row: ChatSession, expires_at: datetime | None = None) -> dict[str, Any]:
     facts = [{"external_id": f.get("external_id"), "name": f.get("name", ""), "education": f.get("education_level"),
               "certificates": list(f.get("certificates") or []), "turn": f.get("turn")} for f in row.facts or []]
-    return {"id": row.id, "created_at": aware(row.created_at), "last_active_at": aware(row.last_active_at), "turns": row.turns,
+    return {"id": row.id, "created_at": row.created_at, "last_active_at": row.last_active_at, "turns": row.turns,
             "careful": row.careful, "urgent": row.urgent,
             "profile": {slot: [v["value"] for v in values] for slot, values in (row.profile or {}).items()},
             "summary": row.summary or "", "facts": facts, "expires_at": expires_at}
@@ -152,7 +147,7 @@ def review_queue(factory: Factory, limit: int, offset: int, status: str = "pendi
             questions[m.id] = s.scalar(select(Message.text).where(
                 Message.session_id == m.session_id, Message.seq == m.seq - 1, Message.role == "student"))
         items = [{"id": r.id, "message_id": m.id, "session_id": m.session_id, "reason": r.reason,
-                  "priority": r.priority, "status": r.status, "created_at": aware(r.created_at), "answer": m.text,
+                  "priority": r.priority, "status": r.status, "created_at": r.created_at, "answer": m.text,
                   "question": questions[m.id]} for r, m in rows]
     return int(total), items
 
@@ -178,7 +173,7 @@ def review_detail(factory: Factory, review_id: int) -> dict[str, Any]:
         return {
             "review": {"id": review.id, "reason": review.reason, "priority": review.priority, "status": review.status,
                        "corrected_text": review.corrected_text, "note": review.note, "reviewer": review.reviewer,
-                       "created_at": aware(review.created_at), "decided_at": aware(review.decided_at)},
+                       "created_at": review.created_at, "decided_at": review.decided_at},
             "session": {"id": session.id, "careful": session.careful, "urgent": session.urgent,
                         "summary": session.summary, "turns": session.turns,
                         "profile": {k: [v["value"] for v in vs] for k, vs in (session.profile or {}).items()}},
@@ -186,7 +181,7 @@ def review_detail(factory: Factory, review_id: int) -> dict[str, Any]:
             "answer": message_json(msg),
             "facts_used": msg.facts_used or [],
             "passages_used": msg.passages_used or [],
-            "feedback": [{"rating": "up" if f.rating > 0 else "down", "comment": f.comment, "created_at": aware(f.created_at)}
+            "feedback": [{"rating": "up" if f.rating > 0 else "down", "comment": f.comment, "created_at": f.created_at}
                          for f in feedback],
         }
 
@@ -199,7 +194,7 @@ def decide(factory: Factory, review_id: int, status: str, reviewer: str, *, text
         review.status, review.reviewer, review.note, review.decided_at = status, reviewer, redact(note), _now()
         review.corrected_text = redact(text) if status == "edited" and text is not None else None
         s.commit()
-        return {"id": review.id, "status": review.status, "reviewer": reviewer, "decided_at": aware(review.decided_at)}
+        return {"id": review.id, "status": review.status, "reviewer": reviewer, "decided_at": review.decided_at}
 
 
 def clear_urgent(factory: Factory, session_id: str) -> None:

@@ -1,9 +1,14 @@
-"""Errors of the assistant package. Each message says what went wrong and where."""
+"""Errors of the assistant package.
+
+Part of the one error tree drawn in `db/errors.py` (root `JinroError`).
+Each message says what went wrong and where."""
 
 from __future__ import annotations
 
+from db.errors import JinroError
 
-class AssistantError(Exception):
+
+class AssistantError(JinroError):
     """Base class of every error raised by `assistant`."""
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.base import Base, utcnow
+from db.base import Base, UtcDateTime, utcnow
 
 
 class ApiKey(Base):
@@ -21,8 +21,8 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16))  # client | reviewer | admin
     prefix: Mapped[str] = mapped_column(String(16), index=True)  # first characters, to find the row
     key_hash: Mapped[str] = mapped_column(String(128), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ChatSession(Base):
@@ -32,8 +32,8 @@ class ChatSession(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), index=True)  # api key id, or "local" for the CLI
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_active_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_active_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     turns: Mapped[int] = mapped_column(Integer, default=0)  # student turns so far
     careful: Mapped[bool] = mapped_column(Boolean, default=False)  # set after a crisis turn
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)  # needs a counselor now
@@ -53,7 +53,7 @@ class Message(Base):
     seq: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(16))  # student | counselor
     text: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     generator: Mapped[str | None] = mapped_column(String(100))
     citations: Mapped[list] = mapped_column(default=list)
     facts_used: Mapped[list] = mapped_column(default=list)
@@ -71,7 +71,7 @@ class Feedback(Base):
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     rating: Mapped[int] = mapped_column(Integer)  # +1 | -1
     comment: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Review(Base):
@@ -88,5 +88,5 @@ class Review(Base):
     corrected_text: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str] = mapped_column(Text, default="")
     reviewer: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

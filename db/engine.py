@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -12,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.errors import DatabaseUnavailable
+from db.retry import retrying
 
 
 def normalise_url(url: str) -> str:
@@ -30,14 +30,9 @@ def is_sqlite(engine_or_url: Engine | str) -> bool:
 def _set_wal(cur) -> None:  # noqa: ANN001
     """Switch to WAL. On a fresh file several processes opening it at once can get "database is locked" at once
     (SQLite does not wait on its busy handler for this lock upgrade), so retry for a few seconds."""
-    for attempt in range(100):
-        try:
+    for attempt in retrying(sqlite3.OperationalError, attempts=100, wait=0.05, when=lambda exc: "locked" in str(exc)):
+        with attempt:
             cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == 99:
-                raise
-            time.sleep(0.05)
 
 
 def create_db_engine(url: str) -> Engine:

@@ -11,8 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from assistant.errors import AssistantError
-from finetune.errors import FinetuneError
+from db.errors import JinroError
 
 app = typer.Typer(
     help="Fine-tune the counselor: prepare -> train -> eval -> merge.\n\n"
@@ -65,7 +64,7 @@ def prepare(
                 bar.advance(tasks[source], n)
 
             stats = run(opts, progress=tick)
-    except (FinetuneError, AssistantError) as exc:
+    except JinroError as exc:
         raise _fail(exc) from exc
     table = Table(title=f"SFT data in {out}", show_header=False)
     for key, value in stats.to_json().items():
@@ -96,7 +95,7 @@ def train(
             task = bar.add_task("steps", total=None)
             result = run(cfg, resume=resume_from or resume, log=console.print,
                          progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except (FinetuneError, AssistantError) as exc:
+    except JinroError as exc:
         raise _fail(exc) from exc
     console.print(f"adapter: {result.adapter_dir}  (validation loss {result.val_loss_before:.4f} -> "
                   f"{result.val_loss_after:.4f} in {result.steps} steps)")
@@ -130,7 +129,7 @@ def eval_(
         with console.status("evaluating"):
             result = evaluate(model, str(adapter), data, report, gguf_file=gguf_file, max_examples=max_examples,
                               samples=samples, max_new_tokens=max_new_tokens, device=device)
-    except (FinetuneError, AssistantError) as exc:
+    except JinroError as exc:
         raise _fail(exc) from exc
     console.print(f"loss {result.base_loss:.4f} -> {result.adapter_loss:.4f} (perplexity {result.base_perplexity:.2f} "
                   f"-> {result.adapter_perplexity:.2f}); report: {report}")
@@ -153,7 +152,7 @@ def merge(
     try:
         with console.status("merging"):
             path = run(model, str(adapter), out, gguf_file=gguf_file, dtype=dtype)
-    except (FinetuneError, AssistantError) as exc:
+    except JinroError as exc:
         raise _fail(exc) from exc
     console.print(f"merged model: {path}")
 

@@ -1,9 +1,14 @@
-"""Errors of the fine-tuning pipeline. Each message says what went wrong and what to do next."""
+"""Errors of the fine-tuning pipeline.
+
+Part of the one error tree drawn in `db/errors.py` (root `JinroError`).
+Each message says what went wrong and what to do next."""
 
 from __future__ import annotations
 
+from db.errors import JinroError
 
-class FinetuneError(Exception):
+
+class FinetuneError(JinroError):
     """Base class of every error raised by `finetune`."""
 
 

@@ -15,11 +15,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from db.errors import DatabaseError
+from db.errors import JinroError
 from db.models import IngestRun
 from db.settings import Settings
 from db.vectorstore import FLAT_LIMIT
-from ingest.errors import EmptySource, IngestError, RecordError, SourceError, UnsupportedSource
+from ingest.errors import EmptySource, SourceError, UnsupportedSource
 from ingest.occupations import resolve_relations
 from ingest.indexing import diff_index, reembed, sync_index
 from ingest.jobs import read_jobs
@@ -123,7 +123,7 @@ def jobs(
         files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
         total = sum(1 for f in files if f.exists() for line in f.open(encoding="utf-8-sig") if line.strip())
         report = _run_ingest(k, read_jobs(path), total, "job", "occupations")
-    except (IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     _summarise(report)
 
@@ -159,7 +159,7 @@ def docs(
         k = _open(db)
         options = ReaderOptions(id_field=id_field, text_field=text_field, title_field=title_field, as_of_field=as_of_field)
         report = _run_ingest(k, _doc_items(paths, options, skipped.append), None, "doc", "documents")
-    except (IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     for line in skipped:
         console.print(f"[yellow]skipped {escape(line)}[/yellow]", highlight=False, soft_wrap=True)
@@ -186,7 +186,7 @@ def migrate(db: DbOpt = None) -> None:
         if settings.vector_store == "pgvector":
             store = k.store()
             vectors = f"; vector store pgvector ({store.model_id}, {len(store)} vectors)"
-    except (IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     shown = k.engine.url.render_as_string(hide_password=True)
     change = f"{before or 'empty'} -> {after}" if before != after else f"{after} (already up to date)"
@@ -202,7 +202,7 @@ def status(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json", hel
     try:
         k = _open(db)
         stats = knowledge_status(k, k.store())
-    except (IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     if as_json:
         out.print_json(json.dumps(stats, ensure_ascii=False))
@@ -236,7 +236,7 @@ def remove(
         k = _open(db)
         removed, missing = remove_documents(k.factory, external_ids)
         sync_index(k.factory, k.store())
-    except (IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     out.print(f"removed {len(removed)} document(s)", highlight=False, soft_wrap=True)
     for e in missing:
@@ -255,7 +255,7 @@ def verify(db: DbOpt = None) -> None:
     try:
         k = _open(db)
         diff = diff_index(k.factory, k.store())
-    except (IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     if diff.ok:
         out.print(f"ok: {diff.db_chunks} chunks, {diff.index_vectors} vectors, in sync", highlight=False, soft_wrap=True)
@@ -291,7 +291,7 @@ def reindex(
         store = k.store(load=False)
         store.clear()
         diff = sync_index(k.factory, store)
-    except (IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     out.print(f"re-embedded {n} chunk(s); index rebuilt with {len(store)} vectors ({store.kind})", highlight=False,
               soft_wrap=True)

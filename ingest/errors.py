@@ -1,9 +1,14 @@
-"""Errors of the ingest package. Each message says what went wrong and what to do next."""
+"""Errors of the ingest package.
+
+Part of the one error tree drawn in `db/errors.py` (root `JinroError`).
+Each message says what went wrong and what to do next."""
 
 from __future__ import annotations
 
+from db.errors import JinroError
 
-class IngestError(Exception):
+
+class IngestError(JinroError):
     """Base class of every error raised by `ingest`."""
 
 
@@ -29,10 +34,6 @@ class EmbeddingModelMismatch(IngestError):
 
 class EmbedderUnavailable(IngestError):
     """The configured embedding model cannot be loaded."""
-
-
-class IndexInconsistent(IngestError):
-    """The vector index and the DB disagree."""
 
 
 class UnsupportedSource(SourceError):

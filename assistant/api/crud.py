@@ -18,6 +18,7 @@ from assistant.api.problems import Problem, not_found
 from assistant.api.security import ROLES, Caller, hash_key, key_prefix, looks_like_key, new_key
 from assistant.safety.redaction import redact
 from db.conversation import ApiKey, ChatSession, Feedback, Message, Review
+from db.retry import retrying
 
 Factory = sessionmaker[Session]
 NEGATIVE_FEEDBACK = ("negative_feedback", 1)
@@ -25,11 +26,6 @@ NEGATIVE_FEEDBACK = ("negative_feedback", 1)
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def aware(dt: datetime | None) -> datetime | None:
-    """Timestamps are UTC; SQLite hands them back without a zone, so add it."""
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
 
 
 # ------------------------------------------------------------------------------------------------ keys
@@ -83,7 +79,7 @@ def revoke_key(factory: Factory, ident: str) -> list[ApiKey]:
 # ------------------------------------------------------------------------------------------------ views
 
 def message_json(m: Message) -> dict[str, Any]:
-    return {"id": m.id, "seq": m.seq, "role": m.role, "text": m.text, "created_at": aware(m.created_at),
+    return {"id": m.id, "seq": m.seq, "role": m.role, "text": m.text, "created_at": m.created_at,
             "citations": m.citations or [], "facts_used": m.facts_used or [], "safety": m.safety or {},
             "generator": m.generator, "retrieval_confidence": m.retrieval_confidence, "fact_guard": m.fact_guard}
 
@@ -91,7 +87,7 @@ def message_json(m: Message) -> dict[str, Any]:
 def session_json(row: ChatSession, expires_at: datetime | None = None) -> dict[str, Any]:
     facts = [{"external_id": f.get("external_id"), "name": f.get("name", ""), "education": f.get("education_level"),
               "certificates": list(f.get("certificates") or []), "turn": f.get("turn")} for f in row.facts or []]
-    return {"id": row.id, "created_at": aware(row.created_at), "last_active_at": aware(row.last_active_at), "turns": row.turns,
+    return {"id": row.id, "created_at": row.created_at, "last_active_at": row.last_active_at, "turns": row.turns,
             "careful": row.careful, "urgent": row.urgent,
             "profile": {slot: [v["value"] for v in values] for slot, values in (row.profile or {}).items()},
             "summary": row.summary or "", "facts": facts, "expires_at": expires_at}
@@ -110,8 +106,9 @@ def _owned_message(s: Session, message_id: int, scope: str | None) -> Message:
 
 def add_feedback(factory: Factory, message_id: int, scope: str | None, rating: str, comment: str) -> dict[str, Any]:
     """Store feedback; a thumbs-down queues the answer for review unless it is queued with a higher priority."""
-    for attempt in range(3):
-        try:
+    # two thumbs-down at once both create the review: the second one fails on the unique message_id and retries
+    for attempt in retrying(IntegrityError, attempts=3):
+        with attempt:
             with factory() as s:
                 msg = _owned_message(s, message_id, scope)
                 if msg.role != "counselor":
@@ -132,10 +129,7 @@ def add_feedback(factory: Factory, message_id: int, scope: str | None, rating: s
                        "review_id": review.id if review else None, "review_reason": review.reason if review else None}
                 s.commit()
                 return out
-        except IntegrityError:  # two thumbs-down at once both created the review: the second one retries
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: the last failed attempt re-raises")
 
 
 # ------------------------------------------------------------------------------------------------ reviews
@@ -153,7 +147,7 @@ def review_queue(factory: Factory, limit: int, offset: int, status: str = "pendi
             questions[m.id] = s.scalar(select(Message.text).where(
                 Message.session_id == m.session_id, Message.seq == m.seq - 1, Message.role == "student"))
         items = [{"id": r.id, "message_id": m.id, "session_id": m.session_id, "reason": r.reason,
-                  "priority": r.priority, "status": r.status, "created_at": aware(r.created_at), "answer": m.text,
+                  "priority": r.priority, "status": r.status, "created_at": r.created_at, "answer": m.text,
                   "question": questions[m.id]} for r, m in rows]
     return int(total), items
 
@@ -179,7 +173,7 @@ def review_detail(factory: Factory, review_id: int) -> dict[str, Any]:
         return {
             "review": {"id": review.id, "reason": review.reason, "priority": review.priority, "status": review.status,
                        "corrected_text": review.corrected_text, "note": review.note, "reviewer": review.reviewer,
-                       "created_at": aware(review.created_at), "decided_at": aware(review.decided_at)},
+                       "created_at": review.created_at, "decided_at": review.decided_at},
             "session": {"id": session.id, "careful": session.careful, "urgent": session.urgent,
                         "summary": session.summary, "turns": session.turns,
                         "profile": {k: [v["value"] for v in vs] for k, vs in (session.profile or {}).items()}},
@@ -187,7 +181,7 @@ def review_detail(factory: Factory, review_id: int) -> dict[str, Any]:
             "answer": message_json(msg),
             "facts_used": msg.facts_used or [],
             "passages_used": msg.passages_used or [],
-            "feedback": [{"rating": "up" if f.rating > 0 else "down", "comment": f.comment, "created_at": aware(f.created_at)}
+            "feedback": [{"rating": "up" if f.rating > 0 else "down", "comment": f.comment, "created_at": f.created_at}
                          for f in feedback],
         }
 
@@ -200,7 +194,7 @@ def decide(factory: Factory, review_id: int, status: str, reviewer: str, *, text
         review.status, review.reviewer, review.note, review.decided_at = status, reviewer, redact(note), _now()
         review.corrected_text = redact(text) if status == "edited" and text is not None else None
         s.commit()
-        return {"id": review.id, "status": review.status, "reviewer": reviewer, "decided_at": aware(review.decided_at)}
+        return {"id": review.id, "status": review.status, "reviewer": reviewer, "decided_at": review.decided_at}
 
 
 def clear_urgent(factory: Factory, session_id: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
@@ -46,8 +46,7 @@ class ApiState:
     def expires_at(self, row: ChatSession) -> datetime | None:
         if self.idle_timeout is None:
             return None
-        last = row.last_active_at if row.last_active_at.tzinfo else row.last_active_at.replace(tzinfo=timezone.utc)
-        return last + self.idle_timeout
+        return row.last_active_at + self.idle_timeout
 
 
 def get_state(request: Request) -> ApiState:

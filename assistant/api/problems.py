@@ -1,6 +1,7 @@
 """Every error of the API as `application/problem+json` (RFC 9457): {type, title, status, detail}.
 
-Domain errors are mapped to HTTP statuses in ONE place (`DOMAIN_ERRORS`); the most specific class wins. Each
+Domain errors (the `JinroError` tree drawn in `db/errors.py`) are mapped to HTTP statuses in ONE place
+(`DOMAIN_ERRORS`); the most specific class wins, and any other `JinroError` falls back to the root's entry. Each
 detail says what went wrong and what to do about it. Routes raise `Problem` (or a domain error) and never
 build error responses themselves.
 """
@@ -27,7 +28,7 @@ from assistant.errors import (
     RetrievalError,
     SessionNotFound,
 )
-from db.errors import DatabaseError, DatabaseUnavailable, SchemaOutdated, VectorIndexError
+from db.errors import DatabaseError, DatabaseUnavailable, JinroError, VectorIndexError
 from ingest.errors import IngestError
 
 log = logging.getLogger("jinro.api")
@@ -46,9 +47,9 @@ DOMAIN_ERRORS: dict[type[BaseException], tuple[int, str, str]] = {
     AssistantError: (400, "assistant-error", "The assistant cannot handle this request"),
     IngestError: (422, "ingest-error", "The documents cannot be ingested"),
     DatabaseUnavailable: (503, "database-unavailable", "The database is unavailable"),
-    SchemaOutdated: (503, "schema-outdated", "The database schema is outdated"),
     VectorIndexError: (503, "index-unavailable", "The vector index is unavailable"),
     DatabaseError: (503, "database-error", "Database error"),
+    JinroError: (500, "jinro-error", "The request could not be completed"),
     OperationalError: (503, "database-busy", "The database is busy or unreachable"),
 }
 _DETAIL_FOR = {

@@ -111,14 +111,6 @@ class RedisBuckets:
             log.warning("rate limiter: Redis is back")
         return Decision(bool(int(allowed)), float(retry), float(tokens))
 
-    def ping(self) -> bool:
-        import redis
-
-        try:
-            return bool(self._redis.ping())
-        except redis.RedisError:
-            return False
-
 
 def build_limiter(per_minute: float, burst: int, redis_url: str | None, *,
                   namespace: str = "jinro:ratelimit") -> RateLimiter:

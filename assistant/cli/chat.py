@@ -11,9 +11,8 @@ from rich.console import Console
 from assistant.errors import AssistantError
 from assistant.runtime import build_runtime, load_generator
 from assistant.counselor.sessions import create_session
-from db.errors import DatabaseError
+from db.errors import JinroError
 from db.settings import Settings
-from ingest.errors import IngestError
 
 DEMO = ["안녕하세요", "저는 고2인데 동물을 좋아해요", "수의사가 되고 싶어요", "그 직업은 자격증이 필요해?",
         "대학은 꼭 가야 돼?"]
@@ -39,7 +38,7 @@ def chat(
         if rt.retriever.corpus.current().empty:
             raise AssistantError("the knowledge DB is empty — run `ingest jobs data/job_dictionary` first")
         sid = session or create_session(rt.knowledge.factory, "local").id
-    except (AssistantError, IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     console.print(f"[dim]session {sid} · generator {generator.name} · 끝내려면 빈 줄을 입력하세요[/dim]")
@@ -65,7 +64,7 @@ def chat(
                     sys.stdout.flush()
                 else:
                     result = piece
-        except AssistantError as exc:
+        except JinroError as exc:
             err.print(f"\n[red]error:[/red] {exc}", highlight=False)
             continue
         console.print()

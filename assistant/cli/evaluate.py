@@ -27,14 +27,14 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from assistant.errors import AssistantError, EmptyKnowledge, EvalDataError
+from assistant.errors import EmptyKnowledge, EvalDataError
 from assistant.retrieval.hybrid import MODES, HybridRetriever
 from assistant.evaluation.retrieval import Question, evaluate, load_questions
-from db.errors import DatabaseError
+from db.errors import JinroError
 from db.models import Document
 from db.settings import Settings
 from ingest.documents import SourceDocument
-from ingest.errors import EmptySource, IngestError, UnsupportedSource
+from ingest.errors import EmptySource, UnsupportedSource
 from ingest.knowledge import Knowledge, open_knowledge
 
 app = typer.Typer(
@@ -275,7 +275,7 @@ def retrieval(
                 task = progress.add_task("evaluating", total=len(questions) * len(mode_list))
                 result = evaluate_retriever(retriever, questions, mode_list, k=k,
                                             on_progress=lambda: progress.advance(task))
-    except (AssistantError, IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     report = result.report
     if as_json:
@@ -318,7 +318,7 @@ def safety(
 
     try:
         report = evaluate_safety(file, careful=careful)
-    except (AssistantError, IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))

@@ -14,9 +14,8 @@ from rich.table import Table
 from assistant.evaluation.dialogue import evaluate_dialogue, load_scenarios
 from assistant.errors import AssistantError
 from assistant.runtime import build_runtime, load_generator
-from db.errors import DatabaseError
+from db.errors import JinroError
 from db.settings import Settings
-from ingest.errors import IngestError
 
 out = Console()
 err = Console(stderr=True)
@@ -42,7 +41,7 @@ def dialogue(
         if rt.retriever.corpus.current().empty:
             raise AssistantError("the knowledge DB is empty — run `ingest jobs data/job_dictionary` first")
         report = evaluate_dialogue(rt.counselor, items)
-    except (AssistantError, IngestError, DatabaseError) as exc:
+    except JinroError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     report["generator"] = gen.name

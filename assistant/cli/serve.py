@@ -22,10 +22,9 @@ from sqlalchemy import func, select
 
 from assistant.api import crud
 from assistant.api.security import ROLES
-from db.errors import DatabaseError
+from db.errors import JinroError
 from db.models import Document
 from db.settings import Settings
-from ingest.errors import IngestError
 from ingest.indexing import sync_index
 from ingest.jobs import read_jobs
 from ingest.knowledge import Knowledge, open_knowledge
@@ -47,7 +46,7 @@ def _open(db: str | None) -> Knowledge:
     settings = Settings()
     try:
         return open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder)
-    except (DatabaseError, IngestError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
         raise  # unreachable
 
@@ -124,7 +123,7 @@ def serve(
     try:
         if not no_ingest:
             ensure_knowledge(k, knowledge, settings)
-    except (DatabaseError, IngestError) as exc:
+    except JinroError as exc:
         _fail(str(exc))
     finally:
         k.engine.dispose()

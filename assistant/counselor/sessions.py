@@ -14,10 +14,6 @@ from assistant.counselor.profile import Profile
 from db.conversation import ChatSession, Message
 
 
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
 def create_session(factory: sessionmaker[Session], owner: str, profile: dict[str, Any] | None = None, *,
                    session_id: str | None = None) -> ChatSession:
     """A new session; `session_id` picks its id (the API derives stable ids from a client's session name)."""
@@ -37,7 +33,7 @@ def get_session(s: Session, session_id: str, owner: str | None, *, idle_timeout:
     row = s.get(ChatSession, session_id)
     if row is None or (owner is not None and row.owner != owner):
         raise SessionNotFound(f"no session {session_id!r} — create one first (POST /v1/sessions)")
-    if idle_timeout is not None and _aware(row.last_active_at) < datetime.now(timezone.utc) - idle_timeout:
+    if idle_timeout is not None and row.last_active_at < datetime.now(timezone.utc) - idle_timeout:
         raise SessionNotFound(f"session {session_id!r} expired after {idle_timeout} without activity — start a new one")
     return row
 

@@ -32,6 +32,7 @@ from assistant.retrieval.hybrid import HybridRetriever
 from assistant.safety.crisis import crisis_reply, detect_crisis, help_lines_for
 from assistant.counselor.sessions import get_session
 from db.conversation import Message, Review
+from db.retry import retrying
 
 LOW_CONFIDENCE = 0.35  # best dense cosine under this: the DB may not cover the question
 MAX_STUDENT_CHARS = 4000
@@ -226,13 +227,14 @@ class Counselor:
                passages: list[dict], safety: dict, timings: dict[str, float], generator: str,
                confidence: float | None, guard: str | None, *, review: tuple[str, int] | None, urgent: bool,
                clock: float) -> TurnResult:
-        for attempt in range(5):
-            try:
-                return self._store_once(memory, student_text, answer, citations, facts_used, passages, safety,
-                                        timings, generator, confidence, guard, review, urgent, clock)
-            except (IntegrityError, OperationalError):
-                time.sleep(0.02 * (attempt + 1) + self.rng.random() * 0.03)
-        raise ConcurrentTurn(f"could not store the turn of session {memory.session_id} — please send it again")
+        store = retrying((IntegrityError, OperationalError), attempts=5,
+                         wait=lambda n: 0.02 * n + self.rng.random() * 0.03)
+        try:
+            return store(self._store_once, memory, student_text, answer, citations, facts_used, passages, safety,
+                         timings, generator, confidence, guard, review, urgent, clock)
+        except (IntegrityError, OperationalError) as exc:
+            raise ConcurrentTurn(
+                f"could not store the turn of session {memory.session_id} — please send it again") from exc
 
     def _store_once(self, memory, student_text, answer, citations, facts_used, passages, safety, timings, generator,  # noqa: ANN001
                     confidence, guard, review, urgent, clock) -> TurnResult:

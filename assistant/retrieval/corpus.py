@@ -63,7 +63,6 @@ class Snapshot:
     # document-level BM25 (all chunk terms of a document as one text; row i = document doc_rows[i])
     doc_morph: LexicalIndex | None = None
     doc_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # first chunk row of each doc
-    loaded_at: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         for i, ext in enumerate(self.external_ids):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,31 +69,6 @@ def _has_words(text: str) -> bool:
     return any(("가" <= ch <= "힣") or (ch.isalnum() and not ("ㄱ" <= ch <= "ㆎ")) for ch in text)
 
 
-class Reranker(Protocol):
-    def rerank(self, query: str, hits: list[Hit]) -> list[Hit]: ...
-
-
-class CrossEncoderReranker:
-    """A sentence-transformers CrossEncoder (local path or hub id) reordering the fused hits."""
-
-    def __init__(self, model: str, top: int = 20) -> None:
-        from sentence_transformers import CrossEncoder
-
-        try:
-            self._model = CrossEncoder(model)
-        except (OSError, ValueError) as exc:
-            raise RetrievalError(f"cannot load reranker {model!r}: {exc} — give a local model directory") from exc
-        self.top = top
-
-    def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
-        head, tail = hits[: self.top], hits[self.top :]
-        if not head:
-            return hits
-        scores = self._model.predict([(query, f"{h.title}\n{h.text}") for h in head])
-        order = np.argsort(-np.asarray(scores), kind="stable")
-        return [head[i] for i in order] + tail
-
-
 def _doc_ranking(snap: Snapshot, rows: np.ndarray) -> list[int]:
     """Chunk rows in rank order -> the first (best) row of each document, in order."""
     seen: set[int] = set()
@@ -108,8 +83,8 @@ def _doc_ranking(snap: Snapshot, rows: np.ndarray) -> list[int]:
 
 class HybridRetriever:
     def __init__(self, factory: sessionmaker[Session], embedder: Embedder, store: FaissStore, *,
-                 weights: FusionWeights | None = None, reranker: Reranker | None = None,
-                 check_every: float = 2.0, lexicon: Lexicon | None = None, expansion: bool = True) -> None:
+                 weights: FusionWeights | None = None, check_every: float = 2.0, lexicon: Lexicon | None = None,
+                 expansion: bool = True) -> None:
         if embedder.model_id != store.model_id:
             raise RetrievalError(
                 f"the embedder is {embedder.model_id} but the index holds {store.model_id} vectors — "
@@ -119,7 +94,6 @@ class HybridRetriever:
         self.corpus = Corpus(factory, store, check_every=check_every)
         self.facts = FactLookup(factory)
         self.weights = weights or FusionWeights()
-        self.reranker = reranker
         # student vocabulary -> dictionary terms, added to these lists' queries (see docs/retrieval.md)
         self.lexicon = (lexicon if lexicon is not None else load_lexicon()) if expansion else None
         self.expand_lists: tuple[str, ...] = ("bm25", "bigram")  # add "dense" to expand the fused dense list too
@@ -221,10 +195,6 @@ class HybridRetriever:
             facts = self.facts.lookup(query) or (self.facts.lookup(context) if context else [])
             hits = self._facts_first(snap, facts, hits)
             timings["facts"] = (time.perf_counter() - t) * 1000
-        if self.reranker is not None:
-            t = time.perf_counter()
-            hits = self.reranker.rerank(query, hits)
-            timings["rerank"] = (time.perf_counter() - t) * 1000
         hits = hits[:k]
         if not cos and mode != "dense" and hits:  # confidence always comes from the dense scores
             cos = self._cosines(snap, query, [snap.row_of[h.chunk_id] for h in hits])

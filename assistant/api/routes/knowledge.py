@@ -107,7 +107,7 @@ def list_documents(state: State, _: Admin, page: PageParams,
         rows = s.execute(select(Document, func.coalesce(chunks.c.n, 0)).outerjoin(chunks, chunks.c.document_id == Document.id)
                          .where(*where).order_by(Document.id).limit(page.limit).offset(page.offset)).all()
     items = [{"external_id": d.external_id, "kind": d.kind, "title": d.title, "as_of": d.as_of, "chunks": n,
-              "updated_at": crud.aware(d.updated_at)} for d, n in rows]
+              "updated_at": d.updated_at} for d, n in rows]
     return {"items": items, "total": total, "limit": page.limit, "offset": page.offset,
             "next_offset": next_offset(page, total)}
 

@@ -247,7 +247,7 @@ class OpenAIGenerator:
         response = stream.response
         ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
-            response.read()
+            _read_whole(response)
             try:
                 obj = json.loads(response.text)
             except ValueError as exc:
@@ -256,7 +256,7 @@ class OpenAIGenerator:
             yield self._text_of(obj, url, whole=True)[0]
             return
         if ctype != "text/event-stream":
-            response.read()
+            _read_whole(response)
             raise GenerationError(
                 f"{url} answered {ctype or 'no content type'} instead of an event stream "
                 f"({excerpt(response.text)!r}): is the base URL the server's OpenAI API root "
@@ -324,6 +324,16 @@ def split_persona(prompt: str, persona: str) -> tuple[str | None, str]:
     if norm and prompt.startswith(norm + "\n"):
         system, prompt = norm, prompt[len(norm):].lstrip("\n")
     return system, prompt.replace(EOS_MARKER, "")
+
+
+def _read_whole(response: httpx2.Response) -> None:
+    """Read a non-streamed body, failing as the client's stream does (its errors are the ones `_attempt` judges)."""
+    try:
+        response.read()
+    except httpx2.TimeoutException as exc:
+        raise openai.APITimeoutError(request=response.request) from exc
+    except httpx2.TransportError as exc:
+        raise openai.APIConnectionError(request=response.request) from exc
 
 
 class _Retryable(Exception):

@@ -8,21 +8,17 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from db.errors import JinroError
+from finetune.console import console, fail
+from finetune.train import train_command
 
 app = typer.Typer(
     help="Fine-tune the counselor: prepare -> train -> eval -> merge.\n\n"
          "Example: finetune prepare --derive-jobs data/job_dictionary/job_dictionary_work24.jsonl --out var/sft",
     no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console(stderr=True)
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
 
 
 @app.command()
@@ -65,7 +61,7 @@ def prepare(
 
             stats = run(opts, progress=tick)
     except JinroError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     table = Table(title=f"SFT data in {out}", show_header=False)
     for key, value in stats.to_json().items():
         if key != "error_samples":
@@ -75,35 +71,7 @@ def prepare(
         console.print(f"[yellow]skipped[/yellow] {sample}")
 
 
-def train(
-    config: Path = typer.Option(..., help="YAML config (see finetune/configs/)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set optim.lr=1e-4 (repeatable)."),
-    resume: bool = typer.Option(False, help="Continue from the latest checkpoint in output_dir."),
-    resume_from: Optional[Path] = typer.Option(None, help="Continue from this checkpoint directory."),
-) -> None:
-    """Train a LoRA adapter (multi-GPU: accelerate launch -m finetune.train --config ...).
-
-    Example: finetune train --config finetune/configs/polyglot-ko-1.3b.yaml --set batch.max_steps=200
-    """
-    from finetune.config import load_config
-    from finetune.train import train as run
-
-    try:
-        cfg = load_config(config, set_)
-        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task("steps", total=None)
-            result = run(cfg, resume=resume_from or resume, log=console.print,
-                         progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except JinroError as exc:
-        raise _fail(exc) from exc
-    console.print(f"adapter: {result.adapter_dir}  (validation loss {result.val_loss_before:.4f} -> "
-                  f"{result.val_loss_after:.4f} in {result.steps} steps)")
-
-
-app.command()(train)
-train_app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)  # `python -m finetune.train`
-train_app.command()(train)
+app.command("train")(train_command)  # defined with its loop: `accelerate launch -m finetune.train` runs it
 
 
 @app.command("eval")
@@ -130,7 +98,7 @@ def eval_(
             result = evaluate(model, str(adapter), data, report, gguf_file=gguf_file, max_examples=max_examples,
                               samples=samples, max_new_tokens=max_new_tokens, device=device)
     except JinroError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     console.print(f"loss {result.base_loss:.4f} -> {result.adapter_loss:.4f} (perplexity {result.base_perplexity:.2f} "
                   f"-> {result.adapter_perplexity:.2f}); report: {report}")
 
@@ -153,7 +121,7 @@ def merge(
         with console.status("merging"):
             path = run(model, str(adapter), out, gguf_file=gguf_file, dtype=dtype)
     except JinroError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     console.print(f"merged model: {path}")
 
 

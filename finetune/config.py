@@ -1,117 +1,109 @@
-"""Training configuration: typed dataclasses read from YAML, with dotted `--set key=value` overrides.
+"""Training configuration: pydantic models read from YAML, with dotted `--set key=value` overrides.
 
     finetune train --config finetune/configs/polyglot-ko-1.3b.yaml --set optim.lr=1e-4 --set batch.max_steps=200
+
+Every key is checked: an unknown key lists the valid ones of its section, a wrong value says which key and what is
+allowed (`ConfigError`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from finetune.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class DataPaths:
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class DataPaths(_Section):
     train: str = "var/sft/train.jsonl"
     val: str = "var/sft/val.jsonl"
 
 
-@dataclass(frozen=True)
-class LoraSettings:
+class LoraSettings(_Section):
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 
 
-@dataclass(frozen=True)
-class OptimSettings:
+class OptimSettings(_Section):
     lr: float = 2e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 50
-    schedule: str = "cosine"  # cosine | constant
+    schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
 
 
-@dataclass(frozen=True)
-class BatchSettings:
+class BatchSettings(_Section):
     micro_batch_size: int = 4  # per device
     grad_accum: int = 8
     epochs: float = 2.0
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     model: str = "EleutherAI/polyglot-ko-1.3b"  # hub id, local dir, or the alias gemma3-270m-gguf
     gguf_file: str | None = None
-    data: DataPaths = field(default_factory=DataPaths)
+    data: DataPaths = Field(default_factory=DataPaths)
     output_dir: str = "var/runs/polyglot-ko-1.3b"
     seed: int = 42
     max_seq_len: int = 2048
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 (fp16) on GPU, fp32 on CPU
-    quantization: str = "none"  # none | 4bit (QLoRA, CUDA + bitsandbytes only)
-    gradient_checkpointing: bool = True
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    optim: OptimSettings = field(default_factory=OptimSettings)
-    batch: BatchSettings = field(default_factory=BatchSettings)
+    quantization: Literal["none", "4bit"] = "none"  # 4bit: QLoRA, CUDA + bitsandbytes only
+    gradient_checkpointing: StrictBool = True
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    optim: OptimSettings = Field(default_factory=OptimSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     log_every: int = 10
     eval_every: int = 200  # optimizer steps; 0 = only before and after training
     save_every: int = 500  # optimizer steps; 0 = only at the end
     keep_checkpoints: int = 2
     max_val_examples: int | None = 500
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+_PLAIN = {"model_type": "must be a mapping of its keys", "tuple_type": "must be a list, e.g. [a, b]",
+          "bool_type": "must be true or false", "bool_parsing": "must be true or false"}
 
 
-def _coerce(value: Any, typ: str, key: str) -> Any:
-    """`value` as the annotated type `typ` (annotations are strings here: `from __future__ import annotations`)."""
-    if value is None:
-        if "None" in typ:
-            return None
-        raise ConfigError(f"{key} may not be null")
-    if typ in _SECTIONS:
-        return _build(_SECTIONS[typ], value, key + ".")
-    if typ.startswith("tuple"):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, e.g. [a, b]")
-        return tuple(value)
-    base = typ.split(" |")[0]
-    py = {"bool": bool, "int": int, "float": float, "str": str}.get(base)
-    if py is None:
-        return value
-    if py is bool and not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, not {value!r}")
-    if py is int and isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f"{key} must be a whole number, not {value!r}")
-    try:
-        return py(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key} must be {base}, not {value!r}") from exc
+def _section(loc: Sequence[str | int]) -> type[BaseModel]:
+    """The model class of the section at `loc` (() = the top level)."""
+    cls: type[BaseModel] = TrainConfig
+    for key in loc:
+        cls = cls.model_fields[str(key)].annotation  # type: ignore[assignment]  # sections are plain models
+    return cls
 
 
-def _build(cls: Any, values: Any, prefix: str = "") -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'the config'} must be a mapping")
-    known = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
-                          f"valid here: {', '.join(prefix + k for k in known)}")
-    return cls(**{k: _coerce(v, known[k], prefix + k) for k, v in values.items()})
-
-
-_SECTIONS = {"DataPaths": DataPaths, "LoraSettings": LoraSettings, "OptimSettings": OptimSettings,
-             "BatchSettings": BatchSettings}
+def _explain(exc: ValidationError) -> ConfigError:
+    """One message naming every wrong key and what is allowed there."""
+    unknown: dict[tuple[str | int, ...], list[str]] = {}
+    problems: list[str] = []
+    for err in exc.errors():
+        loc, key = tuple(err["loc"]), ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            unknown.setdefault(loc[:-1], []).append(key)
+        elif err["input"] is None:
+            problems.append(f"{key} may not be null")
+        elif err["type"] in _PLAIN:
+            problems.append(f"{key} {_PLAIN[err['type']]}, not {err['input']!r}")
+        elif err["type"] == "missing":
+            problems.append(f"{key} is missing")
+        else:
+            problems.append(f"{key}: {err['msg'][0].lower()}{err['msg'][1:]}, not {err['input']!r}")
+    for section, keys in unknown.items():
+        prefix = "".join(f"{p}." for p in section)
+        problems.append(f"unknown config key(s) {', '.join(keys)}; "
+                        f"valid here: {', '.join(prefix + k for k in _section(section).model_fields)}")
+    return ConfigError("; ".join(problems) + " — fix the YAML or the --set override")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -131,7 +123,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    raw: dict[str, Any] = {}
+    raw: Any = {}
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"{path}: no such config — see finetune/configs/ for ready-made ones")
@@ -139,9 +131,9 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TrainConfig
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
-    cfg = _build(TrainConfig, apply_overrides(raw, overrides))
-    if cfg.quantization not in ("none", "4bit"):
-        raise ConfigError(f"quantization {cfg.quantization!r}: use none or 4bit")
-    if cfg.optim.schedule not in ("cosine", "constant"):
-        raise ConfigError(f"optim.schedule {cfg.optim.schedule!r}: use cosine or constant")
-    return cfg
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of keys (see finetune/configs/)")
+    try:
+        return TrainConfig.model_validate(apply_overrides(raw, overrides))
+    except ValidationError as exc:
+        raise _explain(exc) from None

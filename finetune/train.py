@@ -20,11 +20,16 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from assistant.generation.models import ADAPTER_INFO, load_causal_lm, load_tokenizer, pick_dtype
 from assistant.counselor.prompt import PROMPT_FORMAT
-from finetune.config import TrainConfig
+from db.errors import JinroError
+from finetune.config import TrainConfig, load_config
+from finetune.console import console, fail
 from finetune.errors import FinetuneError
 from finetune.formats import read_examples
 from finetune.masking import Encoded, batch_loss, collate, encode_segments, validation_loss
@@ -127,7 +132,7 @@ def save_adapter(model: Any, out: Path, cfg: TrainConfig, info: dict[str, Any]) 
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": {"train": cfg.data.train, "val": cfg.data.val,
                  "stats": json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.is_file() else None},
-        "training": {**info, "config": cfg.to_dict()},
+        "training": {**info, "config": cfg.model_dump()},
     }
     (out / ADAPTER_INFO).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
@@ -195,7 +200,7 @@ def train(cfg: TrainConfig, *, resume: bool | Path = False, log: Callable[[str],
         ckpt = out / "checkpoints" / f"step-{step:06d}"
         raw.save_pretrained(ckpt / "adapter", save_embedding_layers=False)
         torch.save({"step": step, "val_loss_before": val_before, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "config": cfg.to_dict(),
+                    "scheduler": scheduler.state_dict(), "config": cfg.model_dump(),
                     "rng": {"python": random.getstate(), "torch": torch.get_rng_state()}}, ckpt / "state.pt")
         for old in sorted((out / "checkpoints").glob("step-*"))[:-max(1, cfg.keep_checkpoints)]:
             shutil.rmtree(old)
@@ -242,7 +247,30 @@ def train(cfg: TrainConfig, *, resume: bool | Path = False, log: Callable[[str],
     return TrainResult(adapter_dir, step, val_before, val_after, last_loss, len(train_data), truncated)
 
 
-if __name__ == "__main__":  # accelerate launch -m finetune.train --config ...
-    from finetune.cli import train_app
+def train_command(
+    config: Path = typer.Option(..., help="YAML config (see finetune/configs/)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set optim.lr=1e-4 (repeatable)."),
+    resume: bool = typer.Option(False, help="Continue from the latest checkpoint in output_dir."),
+    resume_from: Optional[Path] = typer.Option(None, help="Continue from this checkpoint directory."),
+) -> None:
+    """Train a LoRA adapter (multi-GPU: accelerate launch -m finetune.train --config ...).
 
-    train_app()
+    Example: finetune train --config finetune/configs/polyglot-ko-1.3b.yaml --set batch.max_steps=200
+    """
+    try:
+        cfg = load_config(config, set_)
+        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("steps", total=None)
+            result = train(cfg, resume=resume_from or resume, log=console.print,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except JinroError as exc:
+        raise fail(exc) from exc
+    console.print(f"adapter: {result.adapter_dir}  (validation loss {result.val_loss_before:.4f} -> "
+                  f"{result.val_loss_after:.4f} in {result.steps} steps)")
+
+
+if __name__ == "__main__":  # accelerate launch -m finetune.train --config ...
+    main = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+    main.command()(train_command)
+    main()

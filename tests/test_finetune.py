@@ -269,6 +269,13 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(None, ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["optim.lr"])
+    with pytest.raises(ConfigError, match=r"quantization: input should be 'none' or '4bit', not '8bit'"):
+        load_config(None, ["quantization=8bit"])
+    with pytest.raises(ConfigError, match=r"batch\.max_steps: .*fractional part, not 1\.5"):
+        load_config(None, ["batch.max_steps=1.5"])
+    with pytest.raises(ConfigError, match="gradient_checkpointing must be true or false"):
+        load_config(None, ["gradient_checkpointing=maybe"])
+    assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML reads 1e-4 as a string
 
 
 def test_batches_schedule_and_split_are_deterministic():

@@ -12,7 +12,8 @@ import pytest
 from assistant.errors import GenerationError, ModelServerError
 from assistant.generation.base import GenerationRequest, Generator
 from assistant.generation.models import encode_prompt
-from assistant.generation.openai import OpenAIGenerator, estimate_tokens, normalize_base_url, split_persona
+from assistant.generation.openai import OpenAIGenerator, normalize_base_url, split_persona
+from assistant.generation.token_estimate import estimate_tokens
 from assistant.counselor.prompt import DEFAULT_PERSONA, EOS_MARKER, STOP_SEQUENCES, PromptParts, Turn, render_prompt
 from tests.support.openai_stub import ANSWER, Drop, Fail, OpenAIStub, Raw, Stream, whole_completion
 from tests.support.processes import free_port

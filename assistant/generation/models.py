@@ -106,6 +106,26 @@ def load_tokenizer(model: str, gguf_file: str | None = None) -> Any:
     return tok
 
 
+def load_local_tokenizer(path: str | Path) -> Any:
+    """The tokenizer in a local Hugging Face directory, never the hub (a serving box must not download at run time):
+    what `OpenAIGenerator` counts tokens with when the model itself runs elsewhere."""
+    from transformers import AutoTokenizer
+
+    local = Path(path).expanduser()
+    if not local.is_dir():
+        raise GenerationError(
+            f"{local}: no such tokenizer directory — give the local directory of the served model's tokenizer "
+            "(e.g. `hf download EleutherAI/polyglot-ko-5.8b --include 'tokenizer*' --local-dir DIR`), or leave "
+            "tokenizer unset to use the conservative estimate")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(local), local_files_only=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, ...
+        raise GenerationError(f"cannot load a tokenizer from {local}: {exc}") from exc
+    if tok.eos_token_id is None:
+        raise GenerationError(f"the tokenizer in {local} has no EOS token; the prompt format needs one")
+    return tok
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
 

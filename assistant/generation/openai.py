@@ -5,22 +5,22 @@ counselor LoRA adapter at scale:
     vllm serve merged/ --served-model-name counselor     # vLLM's GPT-NeoX has no LoRA support: serve the merge
     JINRO_GENERATOR=openai:http://127.0.0.1:8000/v1 JINRO_OPENAI_MODEL=counselor jinro chat
 
-Polyglot-Ko has no chat template and our prompt is already rendered (`assistant.counselor.prompt`), so the default mode posts
-the rendered text to `/v1/completions` (`prompt`, `max_tokens`, `stop`, `temperature`, `stream: true`) and reads the
-server-sent events (`data: {...}` lines, `choices[0].text`, until `data: [DONE]`). The server tokenizes the text
-itself; vLLM parses `<|endoftext|>` in it as the EOS token, exactly as `encode_prompt` did in fine-tuning.
-`mode="chat"` posts to `/v1/chat/completions` instead, for servers that only offer chat: the persona becomes the
-system message and the rest of the rendered prompt (EOS markers removed) the user message.
+The official `openai` client does the wire work (URLs, auth, JSON, server-sent events, typed errors). Polyglot-Ko
+has no chat template and our prompt is already rendered (`assistant.counselor.prompt`), so the default mode sends it
+to `completions` as is (vLLM parses `<|endoftext|>` in it as the EOS token, as `encode_prompt` did in fine-tuning);
+`mode="chat"` uses `chat.completions`, the persona as the system message, the rest (EOS markers removed) as the user's.
 
-Failure rules:
-- connect errors, HTTP 408/429/5xx and a connection that breaks before any text was yielded are retried with
-  exponential backoff (`Retry-After` honoured, capped at `max_backoff_s`); never after the first yielded piece, so a
-  half-streamed answer is never duplicated. A read timeout is not retried (a server too slow to start is overloaded;
-  retrying multiplies the wait).
-- everything else raises `GenerationError` with a message that says what to change: server down, HTTP errors (status
-  and the server's own message), a malformed stream, a stream cut off mid-answer. A truncated answer is never
-  returned silently: pieces already yielded stay yielded, and the error follows them.
-- stop strings are applied on the client too (text past a stop string is never yielded), whatever the server does.
+What this module adds to the client:
+- stop strings applied on the client too (text past a stop string is never yielded), whatever the server does;
+- its own retries (the client's are off: they retry read timeouts, and cannot retry a stream that breaks before
+  its first token): connect errors, HTTP 408/429/5xx and a connection that breaks before any text was yielded are
+  retried with exponential backoff (`Retry-After` honoured, capped at `max_backoff_s`); never after the first
+  yielded piece, so a half-streamed answer is never duplicated; never a read timeout (a server too slow to start
+  is overloaded; retrying multiplies the wait);
+- errors that say what to change (`GenerationError`): server down, HTTP errors (status, the server's own message,
+  a hint), a malformed stream, a stream cut off mid-answer (one that ends without a `finish_reason`). A truncated
+  answer is never returned silently: pieces already yielded stay yielded, and the error follows them;
+- token counts without the served model: a local tokenizer, or `estimate_tokens`.
 """
 
 from __future__ import annotations
@@ -28,42 +28,38 @@ from __future__ import annotations
 import json
 import random
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping
+from urllib.parse import urlsplit
 
-import httpx
+import httpx2
+import openai
 
-from assistant.errors import GenerationError, ModelServerError
-from assistant.generation.base import GenerationRequest, cut_at_stop
-from assistant.generation.models import encode_prompt
-from assistant.generation.openai_protocol import (  # noqa: F401  (re-exported: part of this module's API)
-    RETRY_STATUS,
-    _Broken,
-    _excerpt,
-    _json,
-    _load_tokenizer,
-    _Retryable,
-    _retry_after,
-    _retryable_transport,
-    estimate_tokens,
-    normalize_base_url,
-    server_message,
-    split_persona,
-)
 from assistant.counselor.prompt import EOS_MARKER
+from assistant.errors import GenerationError
+from assistant.generation.base import GenerationRequest, cut_at_stop
+from assistant.generation.models import encode_prompt, load_local_tokenizer
+from assistant.generation.openai_failures import (
+    ServerFailures,
+    excerpt,
+    retry_after,
+    retryable_status,
+    retryable_transport,
+)
+from assistant.generation.token_estimate import estimate_tokens
 
 Mode = Literal["completions", "chat"]
 
 
-# ---------------------------------------------------------------- the generator
-
-
 class OpenAIGenerator:
-    """A client of an OpenAI-compatible server (vLLM, llama.cpp server, ...), sharing one pooled `httpx.Client`
-    between threads.
+    """A client of an OpenAI-compatible server (vLLM, llama.cpp server, ...), sharing one `openai.OpenAI` client
+    (and its connection pool) between threads.
 
     base_url: the API root, e.g. `http://127.0.0.1:8000/v1` (`/v1` is added to a URL without a path).
     model: the served model name (vLLM: the `--lora-modules` name, `counselor`). `name` is `openai:{model}`.
+    api_key: sent as `Authorization: Bearer`; without one, vLLM's placeholder `EMPTY` (a server without a key
+        ignores it).
     mode: `completions` (the rendered prompt as is; right for Polyglot-Ko) or `chat`.
     temperature / top_p / repetition_penalty: greedy by default like `TransformersGenerator`; top_p is sent only
         when sampling; repetition_penalty (a vLLM extension, default 1.1 as in `TransformersGenerator`) is left out
@@ -110,16 +106,15 @@ class OpenAIGenerator:
         self.context_window = context_window
         self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
-        self.tokenizer = _load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
-        headers = {"Accept": "text/event-stream, application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            trust_env=False,  # a model server is internal: no HTTP(S)_PROXY detour
-        )
+        self.tokenizer = load_local_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+        self.failures = ServerFailures(self.base_url, model, read_timeout_s, max_retries)
+        timeout = httpx2.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout,
+            http_client=httpx2.Client(
+                timeout=timeout,
+                limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+                trust_env=False))  # a model server is internal: no HTTP(S)_PROXY detour
 
     # ------------------------------------------------------------ lifecycle
 
@@ -140,14 +135,13 @@ class OpenAIGenerator:
         return estimate_tokens(text)
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
-        payload = self._payload(request)
-        url = f"{self.base_url}/{'chat/completions' if self.mode == 'chat' else 'completions'}"
+        kwargs = self._request_args(request)
         stops = tuple(dict.fromkeys(s for s in (*request.stop, EOS_MARKER) if s))
         state = {"yielded": False}
         attempt = 0
         while True:
             try:
-                yield from self._attempt(url, payload, stops, state)
+                yield from self._attempt(kwargs, stops, state)
                 return
             except _Retryable as failure:
                 if attempt >= self.max_retries:
@@ -159,15 +153,13 @@ class OpenAIGenerator:
         """The models the server lists (`GET /models`); GenerationError when it is down or does not serve `model`."""
         url = f"{self.base_url}/models"
         try:
-            resp = self._client.get(url)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, yielded=False, attempts=1) from exc
-        if resp.status_code >= 400:
-            raise self._http_error(resp.status_code, server_message(resp.content), f"GET {url}", attempts=1)
-        try:
-            ids = [m["id"] for m in resp.json()["data"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise GenerationError(f"{url} did not answer an OpenAI model list: {_excerpt(resp.text)}") from exc
+            ids = [m.id for m in self._client.models.list().data]
+        except openai.APIStatusError as exc:
+            raise self.failures.http(exc, f"GET {url}", attempts=1) from exc
+        except openai.APIConnectionError as exc:  # and APITimeoutError
+            raise self.failures.transport(exc, yielded=False, attempts=1) from exc
+        except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
+            raise GenerationError(f"{url} did not answer an OpenAI model list: {excerpt(str(exc))}") from exc
         if self.model not in ids:
             raise GenerationError(
                 f"the model server at {self.base_url} does not serve {self.model!r} (it serves {', '.join(ids)}): "
@@ -177,14 +169,14 @@ class OpenAIGenerator:
 
     # ------------------------------------------------------------ one attempt
 
-    def _payload(self, request: GenerationRequest) -> dict[str, Any]:
+    def _request_args(self, request: GenerationRequest) -> dict[str, Any]:
         room = self.context_window - self.count_tokens(request.prompt)
         if room <= 0:
             raise GenerationError(
                 f"the prompt has about {self.count_tokens(request.prompt)} tokens but the context window is "
                 f"{self.context_window}: render it with render_prompt(parts, count_tokens=generator.count_tokens, "
                 "max_context=generator.context_window)")
-        body: dict[str, Any] = {
+        args: dict[str, Any] = {
             "model": self.model,
             "max_tokens": max(1, min(request.max_new_tokens, room)),
             "temperature": self.temperature,
@@ -192,32 +184,28 @@ class OpenAIGenerator:
             "stream": True,
         }
         if self.temperature > 0 and self.top_p is not None:
-            body["top_p"] = self.top_p
+            args["top_p"] = self.top_p
+        extra: dict[str, Any] = {}
         if self.repetition_penalty is not None:
-            body["repetition_penalty"] = self.repetition_penalty
+            extra["repetition_penalty"] = self.repetition_penalty
         if self.mode == "chat":
             system, user = split_persona(request.prompt, request.parts.persona)
             messages = [{"role": "system", "content": system}] if system else []
-            body["messages"] = messages + [{"role": "user", "content": user}]
+            args["messages"] = messages + [{"role": "user", "content": user}]
         else:
-            body["prompt"] = request.prompt
-        body.update(self.extra_body)
-        return body
+            args["prompt"] = request.prompt
+        args["extra_body"] = {**extra, **self.extra_body}
+        return args
 
-    def _attempt(self, url: str, payload: dict[str, Any], stops: tuple[str, ...],
-                 state: dict[str, bool]) -> Iterator[str]:
+    def _attempt(self, kwargs: dict[str, Any], stops: tuple[str, ...], state: dict[str, bool]) -> Iterator[str]:
         """Yield the stop-cut answer of one request; raise _Retryable while nothing was yielded."""
+        url = f"{self.base_url}/{'chat/completions' if self.mode == 'chat' else 'completions'}"
         hold = max(len(s) for s in stops) - 1  # keep back what could be the start of a stop string
         buffer, received = "", 0
+        endpoint = self._client.chat.completions if self.mode == "chat" else self._client.completions
         try:
-            with self._client.stream("POST", url, json=payload) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    error = self._http_error(resp.status_code, server_message(resp.content), f"POST {url}")
-                    if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
-                        raise _Retryable(error, _retry_after(resp.headers.get("retry-after")))
-                    raise error
-                for delta in self._deltas(resp, url):
+            with endpoint.create(**kwargs) as stream:  # leaving the block closes the response: vLLM aborts
+                for delta in self._deltas(stream, url):
                     buffer += delta
                     received += len(delta)
                     text, stopped = cut_at_stop(buffer, stops)
@@ -225,18 +213,28 @@ class OpenAIGenerator:
                         if text:
                             state["yielded"] = True
                             yield text
-                        return  # leaving the block closes the response: vLLM aborts the request
+                        return
                     if len(buffer) > hold:
                         state["yielded"] = True
                         yield buffer[:len(buffer) - hold]
                         buffer = buffer[len(buffer) - hold:]
-        except httpx.TransportError as exc:
-            error = self._transport_error(exc, yielded=state["yielded"], received=received)
-            if _retryable_transport(exc) and not state["yielded"]:
+        except openai.APIStatusError as exc:
+            error = self.failures.http(exc, f"POST {url}")
+            if retryable_status(exc.status_code):
+                raise _Retryable(error, retry_after(exc.response.headers.get("retry-after"))) from exc
+            raise error from exc
+        except openai.APIConnectionError as exc:  # and APITimeoutError
+            error = self.failures.transport(exc, yielded=state["yielded"], received=received)
+            if retryable_transport(exc) and not state["yielded"]:
                 raise _Retryable(error) from exc
             raise error from exc
+        except openai.APIError as exc:  # an `{"error": ...}` event in the stream
+            raise self.failures.generating(json.dumps({"error": exc.body}, ensure_ascii=False)) from exc
+        except json.JSONDecodeError as exc:
+            raise GenerationError(
+                f"malformed stream chunk from {url} (not JSON: {exc}): {excerpt(exc.doc)!r}") from exc
         except _Broken as exc:
-            error = self._broken_error(str(exc), received, state["yielded"])
+            error = self.failures.broken(str(exc), received, state["yielded"])
             if not state["yielded"]:
                 raise _Retryable(error) from exc
             raise error from exc
@@ -244,116 +242,110 @@ class OpenAIGenerator:
             state["yielded"] = True
             yield buffer
 
-    def _deltas(self, resp: httpx.Response, url: str) -> Iterator[str]:
+    def _deltas(self, stream: openai.Stream[Any], url: str) -> Iterator[str]:
         """The text pieces of a streamed (or, from a server that ignores `stream`, whole) completion."""
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+        response = stream.response
+        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
-            resp.read()
-            yield self._text_of(_json(resp.text, url), url, whole=True)[0]
+            _read_whole(response)
+            try:
+                obj = json.loads(response.text)
+            except ValueError as exc:
+                raise GenerationError(f"malformed answer from {url} (not JSON: {exc}): "
+                                      f"{excerpt(response.text)!r}") from exc
+            yield self._text_of(obj, url, whole=True)[0]
             return
         if ctype != "text/event-stream":
-            resp.read()
+            _read_whole(response)
             raise GenerationError(
-                f"{url} answered {ctype or 'no content type'} instead of an event stream ({_excerpt(resp.text)!r}): "
-                "is the base URL the server's OpenAI API root (vLLM: http://HOST:PORT/v1)?")
+                f"{url} answered {ctype or 'no content type'} instead of an event stream "
+                f"({excerpt(response.text)!r}): is the base URL the server's OpenAI API root "
+                "(vLLM: http://HOST:PORT/v1)?")
         finished = False
-        for line in resp.iter_lines():
-            if not line.startswith("data:"):
-                continue  # blank separators, `: keep-alive` comments, `event:`/`id:` fields
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return
-            text, finish = self._text_of(_json(data, url), url, whole=False)
+        for chunk in stream:  # the client parses loosely: malformed chunks come through and are checked here
+            obj = chunk.to_dict(warnings=False) if isinstance(chunk, openai.BaseModel) else chunk
+            text, finish = self._text_of(obj, url, whole=False)
             finished = finished or finish
             if text:
                 yield text
         if not finished:
-            raise _Broken("the stream ended without `data: [DONE]`")
+            raise _Broken("the stream ended without a final chunk (`finish_reason`) or without `data: [DONE]`")
 
     def _text_of(self, obj: Any, url: str, *, whole: bool) -> tuple[str, bool]:
         """(text, finished) of one stream chunk (or of a whole non-streamed answer)."""
         if not isinstance(obj, dict):
-            raise self._malformed(url, obj)
+            raise self.failures.malformed(url, obj, chat=self.mode == "chat")
         if "error" in obj or obj.get("object") == "error":
-            raise GenerationError(f"the model server at {self.base_url} reported an error while generating: "
-                                  f"{server_message(json.dumps(obj, ensure_ascii=False))}")
+            raise self.failures.generating(json.dumps(obj, ensure_ascii=False))
         choices = obj.get("choices")
         if not isinstance(choices, list):
-            raise self._malformed(url, obj)
+            raise self.failures.malformed(url, obj, chat=self.mode == "chat")
         if not choices:
             return "", False  # e.g. a usage-only chunk
         choice = choices[0]
         if not isinstance(choice, dict):
-            raise self._malformed(url, obj)
+            raise self.failures.malformed(url, obj, chat=self.mode == "chat")
         if self.mode == "chat":
             part = choice.get("message" if whole else "delta")
             text = part.get("content") if isinstance(part, dict) else None
         else:
             text = choice.get("text")
         if text is not None and not isinstance(text, str):
-            raise self._malformed(url, obj)
+            raise self.failures.malformed(url, obj, chat=self.mode == "chat")
         return text or "", choice.get("finish_reason") is not None
 
-    # ------------------------------------------------------------ errors and backoff
+    # ------------------------------------------------------------ backoff
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
+    def _delay(self, attempt: int, server_wait: float | None) -> float:
         delay = self.backoff_s * 2 ** attempt * (0.5 + random.random() / 2)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+        if server_wait is not None:  # Retry-After
+            delay = max(delay, server_wait)
         return min(delay, self.max_backoff_s)
 
-    def _attempts(self, attempts: int | None = None) -> str:
-        n = self.max_retries + 1 if attempts is None else attempts
-        return f"{n} attempt{'s' if n > 1 else ''}"
 
-    def _http_error(self, status: int, message: str, what: str, attempts: int | None = None) -> GenerationError:
-        hint = ""
-        if status in (401, 403):
-            hint = " — check the API key (JINRO_OPENAI_API_KEY; vLLM: --api-key)"
-        elif status == 404:
-            hint = (f" — is {self.model!r} served (JINRO_OPENAI_MODEL; vLLM: --lora-modules {self.model}=<adapter>) "
-                    f"and is {self.base_url} the OpenAI API root (…/v1)?")
-        elif status in (400, 422):
-            hint = " — the server rejected the request (prompt longer than the served context? unknown field?)"
-        elif status in RETRY_STATUS or status >= 500:
-            hint = f" (gave up after {self._attempts(attempts)})"
-        return ModelServerError(f"the model server answered HTTP {status} to {what}: {message}{hint}",
-                                status=status, server_message=message)
-
-    def _transport_error(self, exc: httpx.TransportError, *, yielded: bool, received: int = 0,
-                         attempts: int | None = None) -> GenerationError:
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-            return GenerationError(
-                f"cannot reach the model server at {self.base_url} ({detail}; {self._attempts(attempts)}) — is vLLM "
-                "running? set JINRO_GENERATOR=openai:<base URL> to where it listens")
-        if isinstance(exc, httpx.ReadTimeout):
-            if yielded:
-                return GenerationError(
-                    f"the model server at {self.base_url} went silent mid-answer (read timeout of "
-                    f"{self.read_timeout_s:g}s after {received} characters): the answer is incomplete")
-            return GenerationError(
-                f"the model server at {self.base_url} sent nothing within the read timeout of "
-                f"{self.read_timeout_s:g}s — overloaded or stuck? raise read_timeout_s or add capacity")
-        if isinstance(exc, httpx.PoolTimeout):
-            return GenerationError(f"all connections to the model server at {self.base_url} stayed busy for "
-                                   f"{self.read_timeout_s:g}s (pool timeout): raise max_connections")
-        if isinstance(exc, httpx.TimeoutException):
-            return GenerationError(f"timeout talking to the model server at {self.base_url} ({detail})")
-        return self._broken_error(f"the connection broke ({detail})", received, yielded)
-
-    def _broken_error(self, what: str, received: int, yielded: bool) -> GenerationError:
-        if yielded or received:
-            return GenerationError(
-                f"the model server at {self.base_url} stopped mid-answer: {what} after {received} characters; "
-                "the answer is incomplete (server crashed or restarted? see its log)")
-        return GenerationError(
-            f"the model server at {self.base_url} closed the stream before any text: {what} ({self._attempts()})")
-
-    def _malformed(self, url: str, obj: Any) -> GenerationError:
-        return GenerationError(f"malformed stream chunk from {url} (not an OpenAI "
-                               f"{'chat ' if self.mode == 'chat' else ''}completion chunk): "
-                               f"{_excerpt(json.dumps(obj, ensure_ascii=False))}")
+# ---------------------------------------------------------------- what the client lacks
 
 
-__all__ = ["OpenAIGenerator", "estimate_tokens", "normalize_base_url", "server_message", "split_persona"]
+def normalize_base_url(base_url: str) -> str:
+    """`http://host:8000` -> `http://host:8000/v1` (vLLM's API root); a URL with a path is kept as given."""
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise GenerationError(
+            f"{base_url!r} is not an http(s) URL: set JINRO_GENERATOR=openai:http://HOST:PORT/v1 (the server's "
+            "OpenAI API root)")
+    return url if parts.path else url + "/v1"
+
+
+def split_persona(prompt: str, persona: str) -> tuple[str | None, str]:
+    """(system, user) for chat mode: the persona the prompt starts with, and the rest with EOS markers removed."""
+    norm = unicodedata.normalize("NFC", persona.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    system = None
+    if norm and prompt.startswith(norm + "\n"):
+        system, prompt = norm, prompt[len(norm):].lstrip("\n")
+    return system, prompt.replace(EOS_MARKER, "")
+
+
+def _read_whole(response: httpx2.Response) -> None:
+    """Read a non-streamed body, failing as the client's stream does (its errors are the ones `_attempt` judges)."""
+    try:
+        response.read()
+    except httpx2.TimeoutException as exc:
+        raise openai.APITimeoutError(request=response.request) from exc
+    except httpx2.TransportError as exc:
+        raise openai.APIConnectionError(request=response.request) from exc
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way that is safe to retry (nothing was yielded yet)."""
+
+    def __init__(self, error: GenerationError, delay: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error, self.delay = error, delay
+
+
+class _Broken(Exception):
+    """The stream ended or broke before it was complete."""
+
+
+__all__ = ["OpenAIGenerator", "normalize_base_url", "split_persona"]

@@ -25,7 +25,7 @@ import pytest
 from conftest import bundled_lines, ingest_executable
 from db.settings import Settings
 from ingest.chunking import chunk_context, chunk_text
-from ingest.occupations import compact
+from ingest.korean import compact
 from ingest.jobs import read_jobs
 
 N_DOCS = 400

@@ -30,7 +30,7 @@ from finetune.formats import Conversation
 from ingest.chunking import chunk_text
 from ingest.jobs import OccupationRecord, parse_record, render_document
 from ingest.korean import copula, eul, eun, first_sentence, i_ga, polite, wa
-from ingest.occupation_text import SOURCE_NAME, education_short
+from ingest.occupation_text import SOURCE_NAME
 
 GENERATOR = "finetune.derive/2"
 MAX_ANSWER_CHARS = 300
@@ -112,7 +112,7 @@ def answer(rng: random.Random, intent: str, f: OccupationFacts, topic_label: str
     n = f.name
     src = rng.choice([f"{SOURCE_NAME}에 따르면", f"{SOURCE_NAME} 자료를 보면", "직업사전 자료에 따르면"])
     opening = rng.choice(["", "좋은 질문이에요. ", "궁금했군요. ", "관심 가져 줘서 고마워요. "])
-    edu = education_short(f.education_level)
+    edu = f.education_short
     if intent == "duties":
         body = does(n, f.summary, src) if f.summary else f"제가 가진 자료에는 {n}의 하는 일 설명이 없어요."
         tail = rng.choice([f" {n}의 학력이나 자격증도 알려 드릴까요?", " 더 궁금한 점이 있으면 편하게 물어봐 주세요.", ""])

@@ -33,8 +33,8 @@ and `하는 일` heads the duties in a document but the summary in a block.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable
 
 SOURCE_NAME = "한국직업사전"
 NO_CERTIFICATE = "등록된 자격증 없음"  # the certificate value of an occupation that has none registered
@@ -69,7 +69,7 @@ _SENTENCE_LABEL = "|".join(map(re.escape, DOCUMENT_LABELS.values()))
 # a fact sentence: "label: value." up to the next labelled sentence, or to the end of the line (a cut chunk may
 # stop inside one); a value may itself hold ". " (the dictionary writes "조경산업기사. 조경기사" now and then)
 _FACT_SENTENCE = re.compile(
-    rf"(?<!\S)(?P<label>{_SENTENCE_LABEL}):\s*(?P<value>[^\n]*?)(?:\.(?=\s+(?:{_SENTENCE_LABEL}):)|\.?\s*$)", re.M)
+    rf"(?<!\S)(?P<label>{_SENTENCE_LABEL}):\s*(?P<value>[^\n]*?)(?:\.(?=\s+(?:{_SENTENCE_LABEL}):)|\.?\s*$)", re.MULTILINE)
 
 
 @dataclass(frozen=True)

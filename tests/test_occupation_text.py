@@ -11,13 +11,21 @@ from pathlib import Path
 import pytest
 
 from assistant.counselor.fact_block import block_fields, fact_block
-from assistant.generation.factguard import check_answer
 from assistant.counselor.prompt import Passage, PromptParts
+from assistant.generation.factguard import check_answer
 from finetune.derive import facts_of
 from ingest.chunking import chunk_text
 from ingest.jobs import OccupationRecord, parse_record, render_document
-from ingest.occupation_text import (MAX_LISTED, NO_CERTIFICATE, OccupationFields, document_text, fact_lines,
-                                    parse_document, parse_fact_lines, parse_facts)
+from ingest.occupation_text import (
+    MAX_LISTED,
+    NO_CERTIFICATE,
+    OccupationFields,
+    document_text,
+    fact_lines,
+    parse_document,
+    parse_fact_lines,
+    parse_facts,
+)
 
 JOBS = Path(__file__).resolve().parents[1] / "data" / "job_dictionary" / "job_dictionary_work24.jsonl"
 CODES = {

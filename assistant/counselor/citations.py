@@ -37,5 +37,5 @@ def citations_for(answer: str, parts: PromptParts) -> list[Citation]:
     return list(out.values())
 
 
-def passage_of(hit) -> Passage:  # noqa: ANN001  (assistant.retrieval.hybrid.Hit)
+def passage_of(hit) -> Passage:
     return Passage(hit.external_id, hit.title, hit.as_of, hit.text, hit.score)

@@ -13,7 +13,7 @@ INTENTS: list[tuple[str, re.Pattern[str]]] = [
     ("duties", re.compile(r"무슨\s*일|뭐\s*(?:해|하는|를\s*해)|뭘\s*해|하는\s*일(?:은|이\s*뭐|이\s*어떤|이야|이에요)|어떤\s*일(?:을|해|하)|일은\s*뭐|뭐하는|업무")),
     ("fit", re.compile(r"맞을까|맞을지|어울|적성|잘\s*맞|할\s*수\s*있을까|괜찮을까|어때")),
 ]
-GREETING = re.compile(r"^\s*(안녕|반가|고마워|감사|ㅎㅇ|하이|hello\b|hi\b)", re.I)
+GREETING = re.compile(r"^\s*(안녕|반가|고마워|감사|ㅎㅇ|하이|hello\b|hi\b)", re.IGNORECASE)
 BACK_REFERENCE = re.compile(r"그\s*직업|그거|그것|그\s*일|거기|그\s*분야|그\s*쪽|그럼|그러면|그건")
 
 

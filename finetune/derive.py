@@ -1,5 +1,5 @@
 """DERIVED training conversations: counselor answers composed from 한국직업사전 facts, with the facts in the prompt
-exactly as at inference (`assistant.counselor.grounding.fact_block`), plus chit-chat pairs (ChatbotData, MIT) for tone.
+exactly as at inference (`assistant.counselor.fact_block.fact_block`), plus chit-chat pairs (ChatbotData, MIT) for tone.
 
 What a run on Gemma 270M taught us, and what this module therefore varies:
   - many phrasings per question type: what the job does, education, certificates, related jobs, fit (적성/흥미),
@@ -19,17 +19,18 @@ from __future__ import annotations
 import csv
 import json
 import random
-import re
 from pathlib import Path
 from typing import Iterator
 
-from assistant.retrieval.facts import OccupationFacts
-from assistant.counselor.grounding import SOURCE_NAME, fact_block
+from assistant.counselor.fact_block import fact_block
 from assistant.counselor.prompt import Passage, PromptParts, Turn
+from assistant.retrieval.facts import OccupationFacts
 from finetune.errors import FinetuneError
 from finetune.formats import Conversation
 from ingest.chunking import chunk_text
-from ingest.jobs import OccupationRecord, education_short, parse_record, render_document
+from ingest.jobs import OccupationRecord, parse_record, render_document
+from ingest.korean import copula, eul, eun, first_sentence, i_ga, polite, wa
+from ingest.occupation_text import SOURCE_NAME
 
 GENERATOR = "finetune.derive/2"
 MAX_ANSWER_CHARS = 300
@@ -40,74 +41,9 @@ INTERESTS = ("그림 그리기", "사람 돕는 일", "컴퓨터", "운동", "�
 GRADES = ("중2", "중3", "고1", "고2", "고3")
 UNKNOWN_TOPICS = (("연봉", "임금"), ("월급", "임금"), ("전망", "앞으로의 전망"), ("근무 시간", "근무 시간"),
                   ("취업", "취업률"))
-_SENTENCE = re.compile(r"(?<=[.!?다요])\s+")
 
 
-# ---------------------------------------------------------------- Korean particles
-
-def _final(word: str) -> bool | None:
-    base = re.sub(r"\([^)]*\)\s*$", "", word).strip() or word
-    last = base[-1:]
-    if "가" <= last <= "힣":
-        return (ord(last) - 0xAC00) % 28 != 0
-    return None
-
-
-def josa(word: str, with_final: str, without: str) -> str:
-    f = _final(word)
-    return word + (with_final if f else without) if f is not None else f"{word}{with_final}({without})"
-
-
-def eun(w: str) -> str: return josa(w, "은", "는")
-def i_ga(w: str) -> str: return josa(w, "이", "가")
-def wa(w: str) -> str: return josa(w, "과", "와")
-def copula(w: str) -> str: return josa(w, "이에요", "예요")
-
-
-def first_sentence(text: str, limit: int = 130) -> str:
-    first = _SENTENCE.split(" ".join(text.split()), maxsplit=1)[0]
-    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
-
-
-def _syllable(cho: int, jung: int, jong: int = 0) -> str:
-    return chr(0xAC00 + (cho * 21 + jung) * 28 + jong)
-
-
-def _parts(ch: str) -> tuple[int, int, int]:
-    k = ord(ch) - 0xAC00
-    return k // 588, (k % 588) // 28, k % 28
-
-
-_VOWEL_PLUS_EO = {8: 9, 13: 14, 20: 6, 18: 4}  # ㅗ->ㅘ, ㅜ->ㅝ, ㅣ->ㅕ, ㅡ->ㅓ ; ㅏ ㅐ ㅓ ㅔ ㅕ stay
-
-
-def polite(sentence: str) -> str | None:
-    """'…관리한다.' -> '…관리해요.' for the dictionary's plain-style endings; None when not sure."""
-    s = sentence.rstrip()
-    if not s.endswith("다.") or len(s) < 3 or not ("가" <= s[-3] <= "힣"):
-        return None
-    body, last = s[:-3], s[-3]
-    cho, jung, jong = _parts(last)
-    if last == "한":
-        return body + "해요."
-    if last == "된":
-        return body + "돼요."
-    if last in "있없":
-        return body + last + "어요."
-    if last == "든":  # 만든다 <- 만들다
-        return body + "들어요."
-    if last == "는" and body and "가" <= body[-1] <= "힣":  # 받는다 -> 받아요
-        if body[-1] == "돕":
-            return body[:-1] + "도와요."
-        return body + ("아요." if _parts(body[-1])[1] in (0, 8) else "어요.")
-    if jong != 4:  # not an ㄴ다 form
-        return None
-    if jung in (0, 1, 4, 5, 6):
-        return body + _syllable(cho, jung) + "요."
-    if jung in _VOWEL_PLUS_EO:
-        return body + _syllable(cho, _VOWEL_PLUS_EO[jung]) + "요."
-    return None
-
+# ---------------------------------------------------------------- sentences
 
 def does(name: str, summary: str, src: str, limit: int = 130) -> str:
     """'{src} {name}은 …해요.' from the summary's first sentence, or a quote of it when it cannot be conjugated."""
@@ -165,7 +101,7 @@ def question(rng: random.Random, intent: str, n: str | None, interest: str, topi
                         f"{n} 관련 자격증 있어요?", f"{n} 준비하려면 자격증부터 따야 할까요?"],
         "related": [f"{wa(n)} 비슷한 직업은 뭐가 있어요?", f"{n} 말고 비슷한 일 하는 직업 알려줘.",
                     f"{wa(n)} 관련된 직업도 궁금해요."],
-        "fit": [f"저는 {interest}{'을' if _final(interest) else '를'} 좋아하는데 {n} 저한테 맞을까요?",
+        "fit": [f"저는 {eul(interest)} 좋아하는데 {n} 저한테 맞을까요?",
                 f"{n} 나한테 맞을까?", f"제 적성에 {i_ga(n)} 맞을지 모르겠어요.", f"{eun(n)} 어떤 사람한테 잘 맞아요?"],
         "unanswerable": [f"{n} {topic}은 얼마나 돼요?", f"{n} {topic}은 어때요?", f"{n} {topic} 알려 주세요."],
     }[intent]
@@ -176,7 +112,7 @@ def answer(rng: random.Random, intent: str, f: OccupationFacts, topic_label: str
     n = f.name
     src = rng.choice([f"{SOURCE_NAME}에 따르면", f"{SOURCE_NAME} 자료를 보면", "직업사전 자료에 따르면"])
     opening = rng.choice(["", "좋은 질문이에요. ", "궁금했군요. ", "관심 가져 줘서 고마워요. "])
-    edu = education_short(f.education_level)
+    edu = f.education_short
     if intent == "duties":
         body = does(n, f.summary, src) if f.summary else f"제가 가진 자료에는 {n}의 하는 일 설명이 없어요."
         tail = rng.choice([f" {n}의 학력이나 자격증도 알려 드릴까요?", " 더 궁금한 점이 있으면 편하게 물어봐 주세요.", ""])

@@ -17,7 +17,7 @@ from assistant.retrieval.facts import OccupationFacts
 from assistant.generation.base import GenerationRequest
 from assistant.generation.models import load_adapter, load_causal_lm, load_tokenizer, pick_device, pick_dtype
 from assistant.generation.transformers import TransformersGenerator
-from assistant.counselor.grounding import fact_block
+from assistant.counselor.fact_block import fact_block
 from assistant.counselor.prompt import STOP_SEQUENCES, PromptParts, Turn, render_prompt
 from finetune.formats import read_examples
 from finetune.masking import encode_segments, validation_loss

@@ -1,7 +1,8 @@
 """The 한국직업사전 (Korean Dictionary of Occupations) JSONL format: one occupation per line.
 
 Each record becomes structured facts (`OccupationRecord`) and one text document (`job:<dJobCd>`) that carries
-the name, summary, duties and the facts as sentences, so both retrieval and the fact lookup can find it.
+the name, summary, duties and the facts as sentences (written by `ingest.occupation_text`), so both retrieval and
+the fact lookup can find it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from typing import Iterator
 
 from ingest.documents import SourceDocument, nfc
 from ingest.errors import EmptySource, RecordError, SourceError
+from ingest.occupation_text import OccupationFields, document_text, education_short, split_items
 
 _CODE_NAME = re.compile(r"^\[(?P<code>[^\]]*)\]\s*(?P<name>.*)$")
-_SPLIT = re.compile(r",(?![^()]*\))")  # commas outside parentheses: "사회복지사(1급, 2급)" stays whole
-_EDU = re.compile(r"\(([^)]*)\)\s*$")
 
 
 @dataclass(frozen=True)
@@ -51,21 +51,20 @@ class OccupationRecord:
     def content_hash(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
+    @property
+    def fields(self) -> OccupationFields:
+        """What the document text says about this occupation."""
+        return OccupationFields(
+            name=self.name, summary=self.summary or None, duties=self.duties or None,
+            education=education_short(self.education_level), skill=self.skill_years, certificates=self.certificates,
+            similar=self.similar_names, related=self.related, classification=self.keco_name, industry=self.ksic_name)
+
 
 def split_list(value: str | None) -> tuple[str, ...]:
     """Split a dictionary comma list, keeping commas inside parentheses, dropping blanks and duplicates."""
     if not value:
         return ()
-    items = (" ".join(part.split()) for part in _SPLIT.split(nfc(value)))
-    return tuple(dict.fromkeys(i for i in items if i))
-
-
-def education_short(level: str | None) -> str | None:
-    """'14년 초과 ~ 16년 이하(대졸 정도)' -> '대졸 정도'."""
-    if not level:
-        return None
-    m = _EDU.search(level)
-    return m.group(1).strip() if m else level
+    return tuple(dict.fromkeys(" ".join(item.split()) for item in split_items(nfc(value))))
 
 
 def _code_name(value: str | None) -> tuple[str | None, str | None]:
@@ -118,29 +117,11 @@ def parse_record(obj: dict) -> OccupationRecord:
 
 
 def render_document(rec: OccupationRecord, source_path: str) -> SourceDocument:
-    """The passage text for an occupation: what it does, then its facts as short Korean sentences."""
-    parts = [f"{rec.name}: {rec.summary}" if rec.summary else rec.name]
-    if rec.duties:
-        parts.append(f"하는 일: {rec.duties}")
-    facts = []
-    if rec.similar_names:
-        facts.append(f"비슷한 이름: {', '.join(rec.similar_names)}.")
-    if rec.education_level:
-        facts.append(f"학력: {education_short(rec.education_level)}.")
-    if rec.skill_years:
-        facts.append(f"숙련기간: {rec.skill_years}.")
-    facts.append(f"관련 자격증: {', '.join(rec.certificates)}." if rec.certificates else "관련 자격증: 등록된 자격증 없음.")
-    if rec.related:
-        facts.append(f"관련 직업: {', '.join(rec.related)}.")
-    if rec.keco_name:
-        facts.append(f"직업 분류: {rec.keco_name}.")
-    if rec.ksic_name:
-        facts.append(f"산업: {rec.ksic_name}.")
-    parts.append(" ".join(facts))
+    """The document of an occupation: its text (`ingest.occupation_text.document_text`), title and date."""
     return SourceDocument(
         external_id=rec.external_id,
         title=rec.name,
-        text="\n\n".join(parts),
+        text=document_text(rec.fields),
         source_path=source_path,
         as_of=str(rec.survey_year) if rec.survey_year else None,
         metadata={"kind": "job", "code": rec.code, "facts_hash": rec.content_hash},

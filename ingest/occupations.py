@@ -7,17 +7,13 @@ from sqlalchemy.orm import Session
 
 from db.models import Occupation, OccupationAlias, OccupationCertificate, OccupationRelation
 from ingest.jobs import OccupationRecord
+from ingest.korean import compact
 
 _SCALARS = (
     "name", "summary", "duties", "education_level", "skill_years", "work_strength", "work_place",
     "work_environment", "keco_code", "keco_name", "ksco_code", "ksco_name", "ksic_code", "ksic_name",
     "survey_year", "content_hash",
 )
-
-
-def compact(name: str) -> str:
-    """The matching key of a name: no spaces, no middle dots."""
-    return "".join(name.split()).replace("·", "").replace("ㆍ", "")
 
 
 def upsert_occupation(session: Session, rec: OccupationRecord, document_id: int) -> Occupation:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.generation.factguard import check_answer, misattributed_levels
-from assistant.counselor.grounding import fact_block
+from assistant.counselor.fact_block import fact_block
 from assistant.counselor.prompt import Passage, PromptParts
 from finetune.evaluate import _NURSE, _WEB
 

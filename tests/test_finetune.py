@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from assistant.errors import PromptError
 from assistant.generation.base import GenerationRequest
 from assistant.generation.transformers import TransformersGenerator
-from assistant.counselor.grounding import fact_block
+from assistant.counselor.fact_block import fact_block
 from assistant.counselor.prompt import EOS_MARKER, PromptParts, Turn, render_prompt, render_training_segments
 from finetune.cli import app
 from finetune.config import load_config
-from finetune.derive import MAX_ANSWER_CHARS, chitchat_conversations, derive_job_conversations, facts_of, polite
+from finetune.derive import MAX_ANSWER_CHARS, chitchat_conversations, derive_job_conversations, facts_of
 from finetune.errors import ConfigError
 from finetune.formats import ReviewExport, read_examples
 from finetune.masking import IGNORE, batch_loss, collate, encode_segments, masked_loss
@@ -28,6 +28,7 @@ from finetune.prepare import split_sessions
 from finetune.tiny import TinySpec, build_tiny_model
 from finetune.train import lr_factor, micro_batches
 from ingest.jobs import parse_record
+from ingest.korean import polite
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "data/job_dictionary/job_dictionary_work24.jsonl"
@@ -236,7 +237,7 @@ def test_derived_data_is_varied_grounded_and_bounded():
     assert sum(bool(c.parts.passages) for c in convs) > 250 and all(len(c.parts.passages) <= 4 for c in convs)
     assert all(p.source_id not in {b.source_id for b in c.parts.facts} for c, p in passages)
     assert sum("학력: " in p.text for _, p in passages) > 0.4 * len(passages)
-    # facts in the prompt exactly as at inference: assistant.counselor.grounding.fact_block of the same record
+    # facts in the prompt exactly as at inference: assistant.counselor.fact_block.fact_block of the same record
     first = convs[0]
     line = JOBS.read_text(encoding="utf-8").splitlines()[int(first.provenance["file"].rsplit(":", 1)[1]) - 1]
     assert first.parts.facts[-1] == fact_block(facts_of(parse_record(json.loads(line))))

@@ -30,7 +30,8 @@ from ingest.chunking import ChunkText, chunk_context, chunk_text, split_sentence
 from ingest.documents import SourceDocument
 from ingest.embedding import Embedder
 from ingest.errors import EmbeddingModelMismatch
-from ingest.occupations import compact, resolve_relations
+from ingest.korean import compact
+from ingest.occupations import resolve_relations
 from ingest.indexing import diff_index, knowledge_version, reembed, sync_index
 from ingest.jobs import read_jobs, split_list
 from ingest.pipeline import IngestReport, Ingester, remove_documents

@@ -26,7 +26,7 @@ from tests.support.dictionary import bundled_lines
 from tests.support.processes import ingest_executable
 from db.settings import Settings
 from ingest.chunking import chunk_context, chunk_text
-from ingest.occupations import compact
+from ingest.korean import compact
 from ingest.jobs import read_jobs
 
 N_DOCS = 400

@@ -27,7 +27,7 @@
     (generation starts here)
 
 Empty context subsections are left out; with no context at all the section reads `(제공된 자료 없음)`.
-Occupation facts are rendered by `assistant.counselor.grounding.fact_block` (inference and fine-tuning alike).
+Occupation facts are rendered by `assistant.counselor.fact_block.fact_block` (inference and fine-tuning alike).
 Every counselor turn ends with `EOS_MARKER` (in history too, exactly as the model was trained). Tokenize prompts
 with `assistant.generation.models.encode_prompt`, which turns the marker into the tokenizer's EOS id for any model.
 

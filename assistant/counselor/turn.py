@@ -23,7 +23,9 @@ from assistant.retrieval.facts import OccupationFacts
 from assistant.generation.factguard import check_answer, leaks_instructions
 from assistant.generation.base import GenerationRequest, Generator
 from assistant.generation.grounded import GroundedGenerator
-from assistant.counselor.grounding import citations_for, classify, fact_block, passage_of, refers_back
+from assistant.counselor.citations import citations_for, passage_of
+from assistant.counselor.fact_block import fact_block
+from assistant.counselor.understanding import classify, refers_back
 from assistant.counselor.memory import Memory, fold_summary, load_memory, save_memory
 from assistant.counselor.profile import update_profile
 from assistant.counselor.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt

@@ -10,14 +10,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from assistant.counselor.grounding import NO_CERTIFICATE, block_fields
+from assistant.counselor.fact_block import block_fields
 from assistant.counselor.prompt import PromptParts
+from ingest.occupation_text import NO_CERTIFICATE, parse_facts
 
 _CERT = re.compile(r"[가-힣A-Za-z0-9()·]{1,20}?(?:산업기사|기능사|기능장|기술사|기사|자격증|면허|[1-3]급)")
 _EDU = re.compile(r"전문대졸|대졸|고졸|중졸|초졸|대학원|석사|박사|학사")
 _LEVEL = re.compile(r"전문대졸|(?<!전문)대졸|고졸|중졸|초졸|대학원")  # an education level claimed in an answer
-_PASSAGE_LEVEL = re.compile(r"학력:\s*([^.\n]+)")
-_PASSAGE_CERTS = re.compile(r"관련 자격증:\s*([^\n]+?)(?:\.\s|\.$|$)")
 _NO_CERT = re.compile(r"자격증(?:이|은|는)?\s*(?:정보가\s*)?(?:따로\s*)?없")
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 _ALLOWED_NUMBERS = {"109", "1388", "112", "117", "119", "1577-0199"}
@@ -71,10 +70,13 @@ def check_answer(answer: str, parts: PromptParts,
 def _about(answer: str, parts: PromptParts) -> list[tuple[str, str, str]]:
     """(name, education, certificates) of the occupations the answer is about: those of the facts and passages it
     names, or, when it names none, the occupation in focus (the last fact block). Needs `parts.facts`."""
-    fields = [(b.title, block_fields(b)) for b in parts.facts]
-    known = [(title, f.get("education", ""), f.get("certificates", NO_CERTIFICATE)) for title, f in fields]
-    known += [(p.title, " ".join(_PASSAGE_LEVEL.findall(p.text)), " ".join(_PASSAGE_CERTS.findall(p.text)))
-              for p in parts.passages]
+    known: list[tuple[str, str, str]] = []
+    for b in parts.facts:  # a block that states no certificate line: none registered
+        f = block_fields(b)
+        known.append((b.title, f.education or "", f.certificates_text or NO_CERTIFICATE))
+    for p in parts.passages:  # a passage may be a chunk without the fact sentences
+        f = parse_facts(p.text)
+        known.append((p.title, f.education or "", f.certificates_text))
     text = _compact(answer)
     return [k for k in known if k[0] and _compact(k[0].split("(")[0]) in text] or [known[len(parts.facts) - 1]]
 

@@ -8,40 +8,21 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from assistant.generation.base import GenerationRequest
-from assistant.counselor.grounding import NO_CERTIFICATE, SOURCE_NAME, block_fields, classify, fact_block
+from assistant.counselor.fact_block import block_fields
 from assistant.counselor.prompt import FactBlock, Passage, PromptParts
-
-_SENTENCE = re.compile(r"(?<=[.!?다요])\s+")
-
-
-def _first_sentence(text: str, limit: int = 140) -> str:
-    text = " ".join(text.split())
-    first = _SENTENCE.split(text, maxsplit=1)[0]
-    if len(first) > limit:
-        first = first[: limit - 1].rstrip() + "…"
-    return first
+from assistant.counselor.understanding import classify
+from assistant.generation.base import GenerationRequest
+from ingest.korean import first_sentence, josa
+from ingest.occupation_text import SOURCE_NAME, passage_lead
 
 
 def _source(block: FactBlock) -> str:
     return f"{SOURCE_NAME}({block.as_of}년 조사)" if block.as_of else SOURCE_NAME
 
 
-def _josa(word: str, pair: tuple[str, str]) -> str:
-    """Pick 은/는, 이/가, 을/를, 과/와 by the last syllable's final consonant."""
-    return word + (pair[0] if _has_final(word) else pair[1])
-
-
-def _has_final(word: str) -> bool:
-    """Whether the word (ignoring a trailing "(qualifier)") ends in a syllable with a final consonant."""
-    base = re.sub(r"\([^)]*\)\s*$", "", word).strip() or word
-    last = base[-1:]
-    return bool(last) and "가" <= last <= "힣" and (ord(last) - 0xAC00) % 28 != 0
-
-
-def _copula(word: str) -> str:
-    """word + 이에요/예요."""
-    return word + ("이에요" if _has_final(word) else "예요")
+def _josa(word: str, with_final: str, without: str) -> str:
+    """The particle by the last syllable; after a non-Hangul ending (웹툰PD) the form without a final consonant."""
+    return josa(word, with_final, without, unknown=without)
 
 
 def _opening(intent: str, parts: PromptParts) -> str:
@@ -58,7 +39,7 @@ def _opening(intent: str, parts: PromptParts) -> str:
 
 def _named(block: FactBlock, question: str) -> bool:
     q = "".join(question.split())
-    names = [block.title] + block_fields(block).get("similar", "").split(", ")
+    names = [block.title, *block_fields(block).similar]
     return any(n and "".join(n.split()).split("(")[0] in q for n in names)
 
 
@@ -67,49 +48,49 @@ def _about(block: FactBlock, intent: str) -> list[str]:
     name, src = block.title, _source(block)
     out: list[str] = []
     if intent == "certificate":
-        certs = f.get("certificates", NO_CERTIFICATE)
-        if certs == NO_CERTIFICATE:
+        if not f.certificates:
             out.append(f"{src}에는 {name}에 대해 등록된 자격증 정보가 없어요. 자격증이 꼭 필요하지 않은 직업일 수 있지만, "
                        "채용 공고에서 우대하는 자격이 있는지 확인해 보면 좋아요.")
         else:
-            out.append(f"{src}에 따르면 {_josa(name, ('과', '와'))} 관련된 자격증은 {_copula(certs)}.")
+            out.append(f"{src}에 따르면 {_josa(name, '과', '와')} 관련된 자격증은 {_josa(f.certificates_text, '이에요', '예요')}.")
     elif intent == "education":
-        if "education" in f:
-            out.append(f"{src}에 따르면 {_josa(name, ('은', '는'))} 보통 {f['education']} 학력이 필요한 것으로 조사되어 있어요"
-                       f" ({f.get('education_detail', f['education'])}).")
+        if f.education is not None:
+            detail = f.education_detail if f.education_detail is not None else f.education
+            out.append(f"{src}에 따르면 {_josa(name, '은', '는')} 보통 {f.education} 학력이 필요한 것으로 조사되어 있어요"
+                       f" ({detail}).")
         else:
             out.append(f"{src}에는 {name}의 학력 정보가 없어요.")
-        if f.get("skill"):
-            out.append(f"일을 익히는 데는 {f['skill']} 정도가 걸린다고 해요.")
+        if f.skill:
+            out.append(f"일을 익히는 데는 {f.skill} 정도가 걸린다고 해요.")
     elif intent == "related":
-        related = f.get("related") or f.get("similar")
+        related = ", ".join(f.related or f.similar)
         if related:
-            out.append(f"{src}에 나온 {_josa(name, ('과', '와'))} 관련된 직업으로는 {related} 등이 있어요.")
+            out.append(f"{src}에 나온 {_josa(name, '과', '와')} 관련된 직업으로는 {related} 등이 있어요.")
         else:
             out.append(f"{src}에는 {name}의 관련 직업 정보가 없어요.")
     elif intent == "salary":
         out.append(f"{name}의 연봉이나 전망은 제가 가진 {SOURCE_NAME} 자료에 없어서 정확히 말씀드리기 어려워요. "
                    "워크넷(고용24)이나 커리어넷의 직업정보에서 최신 임금과 전망을 확인해 보세요.")
     else:  # duties, fit, explore
-        if "duties" in f:
-            out.append(f"{src}에 따르면 {_josa(name, ('은', '는'))} {_first_sentence(f['duties'])}")
-        if "education" in f:
-            certs = f.get("certificates", NO_CERTIFICATE)
-            tail = "등록된 자격증 정보가 없어요." if certs == NO_CERTIFICATE else f"관련 자격증은 {_copula(certs)}."
-            out.append(f"학력은 보통 {f['education']}이고, {tail}")
+        if f.summary is not None:
+            out.append(f"{src}에 따르면 {_josa(name, '은', '는')} {first_sentence(f.summary, 140)}")
+        if f.education is not None:
+            certs = f.certificates
+            tail = f"관련 자격증은 {_josa(f.certificates_text, '이에요', '예요')}." if certs else "등록된 자격증 정보가 없어요."
+            out.append(f"학력은 보통 {f.education}이고, {tail}")
     return out
 
 
 def _explore(focus: FactBlock | None, passages: tuple[Passage, ...]) -> list[str]:
     options: list[tuple[str, str, str | None]] = []
     if focus is not None:
-        options.append((focus.title, block_fields(focus).get("duties", ""), focus.as_of))
-    options += [(p.title, p.text.split(": ", 1)[-1], p.as_of) for p in passages if p.title != (focus.title if focus else None)]
+        options.append((focus.title, block_fields(focus).summary or "", focus.as_of))
+    options += [(p.title, passage_lead(p.text), p.as_of) for p in passages if p.title != (focus.title if focus else None)]
     if not options:
         return ["지금 가진 자료에서는 딱 맞는 직업을 찾지 못했어요. 어떤 일을 할 때 즐거운지 조금 더 이야기해 줄래요?"]
     lines = ["이야기한 내용과 관련 있는 직업을 몇 가지 찾아봤어요."]
     for title, text, as_of in options[:3]:
-        lines.append(f"- {title}: {_first_sentence(text, 110)} ({SOURCE_NAME}{f', {as_of}년' if as_of else ''})")
+        lines.append(f"- {title}: {first_sentence(text, 110)} ({SOURCE_NAME}{f', {as_of}년' if as_of else ''})")
     return lines
 
 
@@ -158,4 +139,4 @@ class GroundedGenerator:
             yield piece
 
 
-__all__ = ["GroundedGenerator", "compose", "fact_block"]
+__all__ = ["GroundedGenerator", "compose"]

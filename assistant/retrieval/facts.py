@@ -17,11 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from db.models import Document, Occupation, OccupationAlias
-from ingest.jobs import education_short
+from ingest.korean import MIDDLE_DOTS, compact_positions, is_syllable
+from ingest.occupation_text import OccupationFields, education_short
 
 MAX_SCAN_CHARS = 4000  # names are looked for in the first 4,000 characters of a (possibly huge) text
 AMBIGUOUS = 3  # an alias naming more than this many occupations identifies none
-_HANGUL = re.compile(r"[가-힣]")
 _QUALIFIER = re.compile(r"\([^)]*\)")
 # what may follow a name inside the same word: particles, copulas, endings, plural/honorific suffixes
 _FOLLOWERS = (
@@ -53,6 +53,15 @@ class OccupationFacts:
     @property
     def education_short(self) -> str | None:
         return education_short(self.education_level)
+
+    @property
+    def fields(self) -> OccupationFields:
+        """What a fact block says about this occupation (`ingest.occupation_text.fact_lines` renders it)."""
+        return OccupationFields(
+            name=self.name, summary=self.summary or None, education=self.education_short,
+            education_detail=self.education_level, skill=self.skill_years, certificates=self.certificates,
+            similar=self.similar_names, related=self.related, classification=self.classification,
+            year=self.survey_year)
 
 
 @dataclass(frozen=True)
@@ -105,18 +114,12 @@ class FactLookup:
     def mentions(self, text: str) -> list[Mention]:
         """Occupation names in `text`, left to right, longest match first, not overlapping."""
         text = text[:MAX_SCAN_CHARS]
-        chars: list[str] = []
-        where: list[int] = []
-        for i, ch in enumerate(text):
-            if not ch.isspace() and ch not in "·ㆍ":
-                chars.append(ch)
-                where.append(i)
-        flat = "".join(chars)
+        flat, where = compact_positions(text, MIDDLE_DOTS)
         out: list[Mention] = []
         i = 0
         idx = self._index
         while i < len(flat):
-            if not _HANGUL.match(flat[i]) and not flat[i].isalnum():
+            if not is_syllable(flat[i]) and not flat[i].isalnum():
                 i += 1
                 continue
             hit = None
@@ -138,13 +141,13 @@ class FactLookup:
     @staticmethod
     def _left_boundary(text: str, start: int, length: int) -> bool:
         """Short names (2 syllables) must start a word; longer ones may end a compound (`병원간호사`)."""
-        return length > 2 or start == 0 or not _HANGUL.match(text[start - 1])
+        return length > 2 or start == 0 or not is_syllable(text[start - 1])
 
     @staticmethod
     def _right_boundary(text: str, last: int) -> bool:
         rest = []
         for ch in text[last + 1 :]:
-            if not _HANGUL.match(ch):
+            if not is_syllable(ch):
                 break
             rest.append(ch)
         if not rest:

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from assistant.errors import RetrievalError
+from ingest.korean import compact_positions, is_hangul
 
 DEFAULT_LEXICON = Path(__file__).resolve().parents[2] / "data" / "lexicon" / "student_terms.tsv"
 SHORT = 2  # Hangul terms up to this many characters need word boundaries
@@ -65,10 +66,6 @@ class ExpandedQuery:
 
 def _norm(s: str) -> str:
     return unicodedata.normalize("NFC", s).lower()
-
-
-def _is_hangul(ch: str) -> bool:
-    return "\uac00" <= ch <= "\ud7a3" or "\u3131" <= ch <= "\u318e"
 
 
 def _is_latin(ch: str) -> bool:
@@ -122,23 +119,11 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
 
 def _compact(query: str) -> tuple[str, list[bool], list[bool]]:
     """The query without whitespace (NFC, lower case), and for each character whether it began / ended a word."""
-    chars: list[str] = []
-    starts: list[bool] = []
-    ends: list[bool] = []
-    prev_space = True
-    for ch in _norm(query):
-        if ch.isspace():
-            if ends:
-                ends[-1] = True
-            prev_space = True
-            continue
-        chars.append(ch)
-        starts.append(prev_space)
-        ends.append(False)
-        prev_space = False
-    if ends:
-        ends[-1] = True
-    return "".join(chars), starts, ends
+    norm = _norm(query)
+    flat, where = compact_positions(norm)
+    starts = [i == 0 or norm[i - 1].isspace() for i in where]
+    ends = [i + 1 == len(norm) or norm[i + 1].isspace() for i in where]
+    return flat, starts, ends
 
 
 def _left_ok(c: str, i: int, term: str, starts: list[bool]) -> bool:
@@ -146,7 +131,7 @@ def _left_ok(c: str, i: int, term: str, starts: list[bool]) -> bool:
         return i == 0 or not _is_latin(c[i - 1])
     if len(term) > SHORT:
         return True
-    return starts[i] or not _is_hangul(c[i - 1])
+    return starts[i] or not is_hangul(c[i - 1])
 
 
 def _right_ok(c: str, j: int, term: str, ends: list[bool], lex: Lexicon) -> bool:
@@ -155,7 +140,7 @@ def _right_ok(c: str, j: int, term: str, ends: list[bool], lex: Lexicon) -> bool
         return True
     if _is_latin(term[-1]):
         return not _is_latin(c[j])
-    if len(term) > SHORT or ends[j - 1] or not _is_hangul(c[j]):
+    if len(term) > SHORT or ends[j - 1] or not is_hangul(c[j]):
         return True
     rest = c[j:]
     if rest.startswith(_FOLLOWERS):

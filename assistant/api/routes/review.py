@@ -12,9 +12,10 @@ from sqlalchemy import select
 from assistant.api import crud
 from assistant.api.deps import MAX_ID, ApiState, PageParams, Reviewer, State, next_offset
 from assistant.api.schemas import EditIn, NoteIn, ReviewDecision, ReviewDetail, ReviewPage
-from assistant.counselor.grounding import LABELS, fact_block
+from assistant.counselor.fact_block import fact_block
 from assistant.counselor.prompt import FactBlock
 from db.models import Document
+from ingest.occupation_text import OccupationFields, fact_lines
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
 ReviewId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -39,14 +40,11 @@ def fact_blocks(state: ApiState) -> Callable[[list[dict]], list[FactBlock]]:
             if ext in found:
                 out.append(fact_block(found[ext]))
                 continue
-            lines = [f"{LABELS['name']}: {f.get('name', '')}"]
-            for key, label in (("education", "education"), ("certificates", "certificates"), ("related", "related"),
-                               ("survey_year", "year")):
-                value = f.get(key)
-                if value:
-                    lines.append(f"{LABELS[label]}: {', '.join(value) if isinstance(value, list) else value}")
-            year = f.get("survey_year")
-            out.append(FactBlock(ext or "", f.get("name", ""), str(year) if year else None, tuple(lines)))
+            year, certificates = f.get("survey_year"), f.get("certificates")
+            stored = OccupationFields(
+                name=f.get("name", ""), education=f.get("education"), related=tuple(f.get("related") or ()), year=year,
+                certificates=tuple(certificates) if certificates is not None else None)
+            out.append(FactBlock(ext or "", f.get("name", ""), str(year) if year else None, fact_lines(stored)))
         return out
 
     return render

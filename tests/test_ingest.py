@@ -30,11 +30,12 @@ from ingest.chunking import ChunkText, chunk_context, chunk_text, split_sentence
 from ingest.documents import SourceDocument
 from ingest.embedding import Embedder
 from ingest.errors import EmbeddingModelMismatch
-from ingest.occupations import compact, resolve_relations
+from ingest.occupations import compact
 from ingest.indexing import diff_index, knowledge_version, reembed, sync_index
 from ingest.jobs import read_jobs, split_list
 from ingest.pipeline import IngestReport, Ingester, remove_documents
 from ingest.knowledge import Knowledge, open_knowledge
+from ingest import service
 
 
 @pytest.fixture
@@ -45,14 +46,10 @@ def knowledge(db_url: str, tmp_path: Path, embedder) -> Knowledge:  # noqa: ANN0
 
 
 def ingest_jobs(k: Knowledge, embedder: Embedder, path: Path) -> tuple[IngestReport, FaissStore]:
-    """What `ingest jobs` does: load, link related occupations, sync the index."""
-    report = Ingester(k.factory, embedder, kind="job").run(read_jobs(path))
-    with k.factory() as s:
-        resolve_relations(s)
-        s.commit()
-    store = FaissStore(k.index_dir, embedder.model_id, embedder.dim).load()
-    sync_index(k.factory, store)
-    return report, store
+    """What `ingest jobs` does (the ingest service): load, link related occupations, sync the index."""
+    assert k.embedder is embedder
+    report = service.ingest_items(k, read_jobs(path), kind="job", command=f"test: ingest jobs {path.name}")
+    return report, FaissStore(k.index_dir, embedder.model_id, embedder.dim).load()
 
 
 def chunk_ids(k: Knowledge) -> dict[tuple[str, int], int]:

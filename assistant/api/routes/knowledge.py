@@ -17,9 +17,9 @@ from assistant.api.problems import Problem, not_found
 from assistant.api.schemas import DocumentPage, IngestOut
 from db.models import Chunk, Document
 from ingest.errors import RecordError, SourceError
-from ingest.indexing import knowledge_version, sync_index
+from ingest import service
+from ingest.indexing import knowledge_version
 from ingest.jobs import read_jobs
-from ingest.pipeline import remove_documents
 from ingest.readers import SUPPORTED_FORMATS, ReaderOptions, read_file
 from ingest.status import knowledge_status
 
@@ -77,7 +77,7 @@ def upload(state: State, caller: Admin,
             path.write_bytes(f.file.read())
             paths.append(path)
         with state.ingest_lock:
-            report = crud.run_ingest(
+            report = service.ingest_items(
                 k, _items(paths, root, format, options, skipped), kind="job" if format == "jobs" else "doc",
                 command=f"api upload by {caller.prefix}: {', '.join(p.name for p in paths)}",
                 chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
@@ -118,9 +118,7 @@ def delete_document(external_id: Annotated[str, PathParam(max_length=255)], stat
     """Remove a document with its chunks, vectors and (job documents) occupation facts."""
     k = state.runtime.knowledge
     with state.ingest_lock:
-        removed, _missing = remove_documents(k.factory, [external_id])
-        if removed:
-            sync_index(k.factory, k.store())
+        removed, _missing = service.remove(k, [external_id])
     if not removed:
         raise not_found(f"no document {external_id!r} — list them with GET /v1/knowledge/documents",
                         "document-not-found")

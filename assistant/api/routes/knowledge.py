@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal
 
 from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, UploadFile, status
-from sqlalchemy import func, select
 
 from assistant.api import crud
 from assistant.api.deps import Admin, PageParams, State, next_offset
-from assistant.api.problems import Problem, not_found
+from assistant.api.problems import Problem
 from assistant.api.schemas import DocumentPage, IngestOut
-from db.models import Chunk, Document
-from ingest.errors import RecordError, SourceError
+from assistant.errors import DocumentNotFound
 from ingest import service
+from ingest.errors import RecordError, SourceError
 from ingest.indexing import knowledge_version
 from ingest.jobs import read_jobs
 from ingest.readers import SUPPORTED_FORMATS, ReaderOptions, read_file
@@ -96,18 +95,7 @@ def list_documents(state: State, _: Admin, page: PageParams,
                    kind: Annotated[Literal["job", "doc"] | None, Query()] = None,
                    q: Annotated[str | None, Query(max_length=200, description="part of the title")] = None) -> dict:
     """Documents of the knowledge DB, in id order."""
-    where = []
-    if kind:
-        where.append(Document.kind == kind)
-    if q:
-        where.append(Document.title.contains(q.replace("\x00", ""), autoescape=True))
-    chunks = select(Chunk.document_id, func.count(Chunk.id).label("n")).group_by(Chunk.document_id).subquery()
-    with state.factory() as s:
-        total = s.scalar(select(func.count(Document.id)).where(*where)) or 0
-        rows = s.execute(select(Document, func.coalesce(chunks.c.n, 0)).outerjoin(chunks, chunks.c.document_id == Document.id)
-                         .where(*where).order_by(Document.id).limit(page.limit).offset(page.offset)).all()
-    items = [{"external_id": d.external_id, "kind": d.kind, "title": d.title, "as_of": d.as_of, "chunks": n,
-              "updated_at": crud.aware(d.updated_at)} for d, n in rows]
+    total, items = crud.list_documents(state.factory, page.limit, page.offset, kind=kind, title_part=q)
     return {"items": items, "total": total, "limit": page.limit, "offset": page.offset,
             "next_offset": next_offset(page, total)}
 
@@ -120,8 +108,7 @@ def delete_document(external_id: Annotated[str, PathParam(max_length=255)], stat
     with state.ingest_lock:
         removed, _missing = service.remove(k, [external_id])
     if not removed:
-        raise not_found(f"no document {external_id!r} — list them with GET /v1/knowledge/documents",
-                        "document-not-found")
+        raise DocumentNotFound(f"no document {external_id!r} — list them with GET /v1/knowledge/documents")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -14,8 +14,9 @@ its documents undone, and running the same command again must repair them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Literal
 
 from db.models import IngestRun
 from ingest.indexing import sync_index

@@ -40,7 +40,11 @@ class EmptyKnowledge(RetrievalError):
     """The knowledge DB holds no documents yet; run `ingest jobs data/job_dictionary` first."""
 
 
-class SessionNotFound(AssistantError):
+class NotFound(AssistantError):
+    """A record the request names does not exist, or is not the caller's (the two look the same)."""
+
+
+class SessionNotFound(NotFound):
     """No such session for this caller (or it expired)."""
 
 
@@ -54,3 +58,23 @@ class ModelServerError(GenerationError):
     def __init__(self, message: str, *, status: int, server_message: str) -> None:
         super().__init__(message)
         self.status, self.server_message = status, server_message
+
+
+class MessageNotFound(NotFound):
+    """No such message in the caller's sessions."""
+
+
+class ReviewNotFound(NotFound):
+    """No such review in the queue."""
+
+
+class DocumentNotFound(NotFound):
+    """No such document in the knowledge DB."""
+
+
+class InvalidInput(AssistantError):
+    """The request names something that exists but cannot be used this way (e.g. feedback on a student's message)."""
+
+
+class NotAnAnswer(InvalidInput):
+    """Feedback was given on a message that is not a counselor's answer."""

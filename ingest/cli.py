@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -16,16 +15,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from db.errors import JinroError
-from db.models import IngestRun
 from db.settings import Settings
 from db.vectorstore import FLAT_LIMIT
 from ingest.errors import EmptySource, SourceError, UnsupportedSource
-from ingest.occupations import resolve_relations
 from ingest.indexing import diff_index, reembed, sync_index
 from ingest.jobs import read_jobs
-from ingest.pipeline import IngestReport, Ingester, remove_documents
+from ingest.pipeline import IngestReport
 from ingest.readers import ReaderOptions, iter_files, read_file
 from ingest.knowledge import Knowledge, open_knowledge
+from ingest import service
 from ingest.status import knowledge_status
 
 app = typer.Typer(
@@ -55,44 +53,13 @@ def _progress() -> Progress:
                     console=console, transient=False, disable=not console.is_terminal)
 
 
-def _start_run(k: Knowledge) -> int:
-    with k.factory() as s:
-        run = IngestRun(command=" ".join(shlex.quote(a) for a in ["ingest", *sys.argv[1:]])[:500])
-        s.add(run)
-        s.commit()
-        return run.id
-
-
-def _finish_run(k: Knowledge, run_id: int, report: IngestReport, status: str) -> None:
-    with k.factory() as s:
-        run = s.get(IngestRun, run_id)
-        run.status, run.finished_at = status, datetime.now(timezone.utc)
-        run.added, run.updated, run.unchanged, run.removed = report.added, report.updated, report.unchanged, report.removed
-        run.errors, run.chunks_embedded = len(report.problems), report.chunks_embedded
-        run.message = "\n".join(report.problems[:50])
-        s.commit()
-
-
-def _run_ingest(k: Knowledge, items: Iterator, total: int | None, kind: str, label: str) -> IngestReport:
+def _run_ingest(k: Knowledge, items: Iterator, total: int | None, kind: service.Kind, label: str) -> IngestReport:
     settings = Settings()
-    store = k.store()
-    run_id = _start_run(k)
-    ingester = Ingester(k.factory, k.embedder, chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap, kind=kind)
-    report = IngestReport()
-    try:
-        with _progress() as progress:
-            task = progress.add_task(label, total=total)
-            report = ingester.run(items, on_progress=lambda n: progress.advance(task, n))
-        if kind == "job":  # always: a run killed after its last commit left the links of its documents undone
-            with k.factory() as s:
-                resolve_relations(s)
-                s.commit()
-        sync_index(k.factory, store)
-    except BaseException:
-        _finish_run(k, run_id, report, "failed")
-        raise
-    _finish_run(k, run_id, report, "partial" if report.problems else "ok")
-    return report
+    command = " ".join(shlex.quote(a) for a in ["ingest", *sys.argv[1:]])
+    with _progress() as progress:
+        task = progress.add_task(label, total=total)
+        return service.ingest_items(k, items, kind=kind, command=command, chunk_size=settings.chunk_size,
+                            chunk_overlap=settings.chunk_overlap, on_progress=lambda n: progress.advance(task, n))
 
 
 def _summarise(report: IngestReport) -> None:
@@ -234,8 +201,7 @@ def remove(
     """
     try:
         k = _open(db)
-        removed, missing = remove_documents(k.factory, external_ids)
-        sync_index(k.factory, k.store())
+        removed, missing = service.remove(k, external_ids)
     except JinroError as exc:
         _fail(str(exc))
     out.print(f"removed {len(removed)} document(s)", highlight=False, soft_wrap=True)

@@ -257,9 +257,12 @@ def test_feedback_queues_negative_answers(client: TestClient, H: dict, runtime) 
     r = client.post(f"/v1/messages/{good['message_id']}/feedback", json={"rating": "down"}, headers=H["client"])
     assert r.json()["review_reason"] == "negative_feedback"
     student_msg = good["message_id"] - 1
-    assert_problem(client.post(f"/v1/messages/{student_msg}/feedback", json={"rating": "up"}, headers=H["client"]), 422)
-    assert_problem(client.post(f"/v1/messages/{good['message_id']}/feedback", json={"rating": "up"},
-                               headers=H["client2"]), 404)
+    body = assert_problem(client.post(f"/v1/messages/{student_msg}/feedback", json={"rating": "up"},
+                                      headers=H["client"]), 422)
+    assert body["type"] == "/problems/not-an-answer"  # domain errors of crud, mapped in problems.py
+    body = assert_problem(client.post(f"/v1/messages/{good['message_id']}/feedback", json={"rating": "up"},
+                                      headers=H["client2"]), 404)
+    assert body["type"] == "/problems/message-not-found"
     assert_problem(client.post(f"/v1/messages/{good['message_id']}/feedback", json={"rating": "meh"},
                                headers=H["client"]), 422)
 
@@ -354,7 +357,8 @@ def test_review_flow_and_exports(client: TestClient, H: dict) -> None:
     assert client.get(f"/v1/sessions/{sid}", headers=H["client"]).json()["urgent"] is False
     pending = client.get("/v1/review/queue?limit=200", headers=H["reviewer"]).json()["items"]
     assert not [i for i in pending if i["session_id"] == sid]
-    assert_problem(client.post("/v1/review/999999/approve", headers=H["reviewer"]), 404)
+    assert assert_problem(client.post("/v1/review/999999/approve", headers=H["reviewer"]), 404)["type"] == \
+        "/problems/review-not-found"
 
     r = client.get("/v1/review/export/sft", headers=H["reviewer"])
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
@@ -418,7 +422,8 @@ def test_knowledge_admin(client: TestClient, H: dict) -> None:
     assert answer["safety"]["crisis"] is False  # the new document is retrievable right away (passages)
 
     assert client.delete("/v1/knowledge/documents/file:드론조종사 안내.md", headers=H["admin"]).status_code == 204
-    assert_problem(client.delete("/v1/knowledge/documents/file:드론조종사 안내.md", headers=H["admin"]), 404)
+    body = assert_problem(client.delete("/v1/knowledge/documents/file:드론조종사 안내.md", headers=H["admin"]), 404)
+    assert body["type"] == "/problems/document-not-found"
     after = client.get("/v1/knowledge/stats", headers=H["admin"]).json()
     assert after["documents"] == stats["documents"] - 1 and after["index"]["in_sync"] is True
     body = assert_problem(client.post("/v1/knowledge/documents", files=[files[2]], headers=H["admin"]), 422)

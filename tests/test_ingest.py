@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from db.errors import VectorIndexError
 from db.models import (
     Chunk,
     Document,
+    IngestRun,
     Occupation,
     OccupationAlias,
     OccupationCertificate,
@@ -31,11 +32,11 @@ from ingest.documents import SourceDocument
 from ingest.embedding import Embedder
 from ingest.errors import EmbeddingModelMismatch
 from ingest.korean import compact
-from ingest.occupations import resolve_relations
 from ingest.indexing import diff_index, knowledge_version, reembed, sync_index
 from ingest.jobs import read_jobs, split_list
 from ingest.pipeline import IngestReport, Ingester, remove_documents
 from ingest.knowledge import Knowledge, open_knowledge
+from ingest import service
 
 
 @pytest.fixture
@@ -46,14 +47,10 @@ def knowledge(db_url: str, tmp_path: Path, embedder) -> Knowledge:  # noqa: ANN0
 
 
 def ingest_jobs(k: Knowledge, embedder: Embedder, path: Path) -> tuple[IngestReport, FaissStore]:
-    """What `ingest jobs` does: load, link related occupations, sync the index."""
-    report = Ingester(k.factory, embedder, kind="job").run(read_jobs(path))
-    with k.factory() as s:
-        resolve_relations(s)
-        s.commit()
-    store = FaissStore(k.index_dir, embedder.model_id, embedder.dim).load()
-    sync_index(k.factory, store)
-    return report, store
+    """What `ingest jobs` does (the ingest service): load, link related occupations, sync the index."""
+    assert k.embedder is embedder
+    report = service.ingest_items(k, read_jobs(path), kind="job", command=f"test: ingest jobs {path.name}")
+    return report, FaissStore(k.index_dir, embedder.model_id, embedder.dim).load()
 
 
 def chunk_ids(k: Knowledge) -> dict[tuple[str, int], int]:
@@ -361,6 +358,30 @@ def test_search_finds_each_document_by_its_own_text(knowledge, embedder, small_j
     with knowledge.factory() as s:
         found = s.scalars(select(Document.external_id).join(Chunk).where(Chunk.id.in_([int(i) for i in hits[0]]))).all()
     assert "job:K000001535" in found
+
+
+def test_the_service_records_runs_and_repairs_links_on_an_unchanged_run(knowledge, embedder, small_jobs) -> None:  # noqa: ANN001
+    """Every caller (CLI, API upload, serve, eval) gets the same sequence: an unchanged second run still resolves
+    relations (a run killed after its last commit left them undone) and leaves the index in sync."""
+    first, _ = ingest_jobs(knowledge, embedder, small_jobs)
+    with knowledge.factory() as s:
+        linked = s.scalar(select(func.count()).select_from(OccupationRelation).where(OccupationRelation.related_id.is_not(None)))
+        s.execute(update(OccupationRelation).values(related_id=None))  # as if killed before the links were made
+        s.commit()
+    again, store = ingest_jobs(knowledge, embedder, small_jobs)
+    assert linked and (again.added, again.updated, again.unchanged) == (0, 0, first.added)
+    with knowledge.factory() as s:
+        assert s.scalar(select(func.count()).select_from(OccupationRelation).where(
+            OccupationRelation.related_id.is_not(None))) == linked
+        runs = s.execute(select(IngestRun.command, IngestRun.status, IngestRun.added, IngestRun.unchanged)
+                         .order_by(IngestRun.id)).all()
+    assert [tuple(r) for r in runs] == [(f"test: ingest jobs {small_jobs.name}", "ok", first.added, 0),
+                                        (f"test: ingest jobs {small_jobs.name}", "ok", 0, first.added)]
+    assert diff_index(knowledge.factory, store).ok
+
+    removed, missing = service.remove(knowledge, ["job:K000004270", "job:nope"])
+    assert (removed, missing) == (["job:K000004270"], ["job:nope"])
+    assert diff_index(knowledge.factory, knowledge.store()).ok
 
 
 def test_stored_vector_is_the_embedding_of_title_and_text(knowledge, embedder, small_jobs) -> None:  # noqa: ANN001

@@ -16,10 +16,8 @@ from typer.testing import CliRunner
 
 from db.models import Chunk, Document
 from ingest.cli import app
-from ingest.occupations import resolve_relations
-from ingest.indexing import sync_index
+from ingest import service
 from ingest.jobs import read_jobs
-from ingest.pipeline import Ingester
 from ingest.knowledge import open_knowledge
 
 runner = CliRunner()
@@ -232,11 +230,7 @@ def test_db_of_another_model_is_refused_until_reindex(small_jobs: Path, tmp_path
     path.write_text("\n".join(lines(small_jobs, 3)) + "\n", encoding="utf-8")
     k = open_knowledge(_default_db(), tmp_path / "jinro-data" / "index", other_embedder.model_id, embedder=other_embedder)
     try:  # a DB built with another embedding model
-        Ingester(k.factory, other_embedder, kind="job").run(read_jobs(path))
-        with k.factory() as s:
-            resolve_relations(s)
-            s.commit()
-        sync_index(k.factory, k.store())
+        service.ingest_items(k, read_jobs(path), kind="job", command="test: a DB of another model")
         with k.factory() as s:
             chunks = s.scalar(select(func.count(Chunk.id)))
     finally:

@@ -1,7 +1,9 @@
-"""Database work of the API that is not the counselor's: API keys, feedback, the review queue and its exports.
+"""Database work of the API that is not the counselor's: API keys, feedback, the review queue and its exports,
+the knowledge DB's document list, the readiness ping.
 
-Functions take a session factory and plain values and return plain dicts or rows; they raise `Problem`s for
-what the caller got wrong (a missing review) and never know about HTTP otherwise.
+Functions take a session factory and plain values and return plain dicts or rows; they know nothing of HTTP and
+raise domain errors (`assistant.errors`: `MessageNotFound`, `ReviewNotFound`, `NotAnAnswer`, ...) for what the
+caller got wrong; `assistant.api.problems` maps those to problem documents. Routes run no SQL: they call these.
 """
 
 from __future__ import annotations
@@ -10,18 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from assistant.api.problems import Problem, not_found
 from assistant.api.security import ROLES, Caller, hash_key, key_prefix, looks_like_key, new_key
+from assistant.counselor.profile import SLOT_LABELS
+from assistant.counselor.prompt import Passage
+from assistant.counselor.review import CRISIS, NEGATIVE_FEEDBACK, PreferencePair, ReviewExport, ReviewMessage
+from assistant.errors import MessageNotFound, NotAnAnswer, ReviewNotFound
 from assistant.safety.redaction import redact
 from db.conversation import ApiKey, ChatSession, Feedback, Message, Review
 from db.retry import retrying
+from db.models import Chunk, Document
 
 Factory = sessionmaker[Session]
-NEGATIVE_FEEDBACK = ("negative_feedback", 1)
 
 
 def _now() -> datetime:
@@ -99,8 +104,8 @@ def _owned_message(s: Session, message_id: int, scope: str | None) -> Message:
     msg = s.get(Message, message_id)
     owner = s.scalar(select(ChatSession.owner).where(ChatSession.id == msg.session_id)) if msg else None
     if msg is None or owner is None or (scope is not None and owner != scope):
-        raise not_found(f"no message {message_id} in your sessions — use a message_id returned by "
-                        "POST /v1/sessions/{session_id}/messages", "message-not-found")
+        raise MessageNotFound(f"no message {message_id} in your sessions — use a message_id returned by "
+                              "POST /v1/sessions/{session_id}/messages")
     return msg
 
 
@@ -112,8 +117,8 @@ def add_feedback(factory: Factory, message_id: int, scope: str | None, rating: s
             with factory() as s:
                 msg = _owned_message(s, message_id, scope)
                 if msg.role != "counselor":
-                    raise Problem(422, "not-an-answer", f"message {message_id} is the student's — feedback is on "
-                                  "the counselor's answers (the message_id of a turn result)")
+                    raise NotAnAnswer(f"message {message_id} is the student's — feedback is on the counselor's "
+                                      "answers (the message_id of a turn result)")
                 fb = Feedback(message_id=msg.id, rating=1 if rating == "up" else -1, comment=redact(comment))
                 s.add(fb)
                 review = s.scalar(select(Review).where(Review.message_id == msg.id))
@@ -156,7 +161,7 @@ def _review(s: Session, review_id: int) -> tuple[Review, Message]:
     row = s.execute(select(Review, Message).join(Message, Message.id == Review.message_id)
                     .where(Review.id == review_id)).first()
     if row is None:
-        raise not_found(f"no review {review_id} — list the queue with GET /v1/review/queue", "review-not-found")
+        raise ReviewNotFound(f"no review {review_id} — list the queue with GET /v1/review/queue")
     return row[0], row[1]
 
 
@@ -201,7 +206,7 @@ def clear_urgent(factory: Factory, session_id: str) -> None:
     """A reviewer decided on every crisis answer of the session: it no longer needs a counselor now."""
     with factory() as s:
         pending = s.scalar(select(func.count(Review.id)).join(Message, Message.id == Review.message_id).where(
-            Message.session_id == session_id, Review.reason == "crisis", Review.status == "pending")) or 0
+            Message.session_id == session_id, Review.reason == CRISIS.reason, Review.status == "pending")) or 0
         if not pending:
             s.execute(update(ChatSession).where(ChatSession.id == session_id).values(urgent=False))
             s.commit()
@@ -246,12 +251,8 @@ def _reviewed(factory: Factory, statuses: tuple[str, ...]) -> Iterator[Reviewed]
 
 
 def export_sft(factory: Factory, fact_blocks) -> Iterator[dict[str, Any]]:  # noqa: ANN001 - (facts_used) -> [FactBlock]
-    """Approved and edited answers as `finetune.formats.ReviewExport` lines (docs/finetune.md), redacted: the
-    conversation up to the answer, with the facts, passages, profile and summary the answer had (as stored)."""
-    from assistant.counselor.profile import SLOT_LABELS
-    from assistant.counselor.prompt import Passage
-    from finetune.formats import ReviewExport, ReviewMessage
-
+    """Approved and edited answers as `ReviewExport` lines (docs/finetune.md), redacted: the conversation up to
+    the answer, with the facts, passages, profile and summary the answer had (as stored)."""
     for item in _reviewed(factory, ("approved", "edited")):
         msg, session = item.message, item.session
         profile = {SLOT_LABELS.get(k, k): ", ".join(v["value"] for v in vs) for k, vs in (session.profile or {}).items()}
@@ -271,45 +272,40 @@ def export_preferences(factory: Factory) -> Iterator[dict[str, Any]]:
     for item in _reviewed(factory, ("edited",)):
         if not item.review.corrected_text:
             continue
-        context = [{"role": "user" if role == "student" else "assistant", "content": redact(text)}
-                   for role, text in item.turns[:-1]]
-        prompt = next((t["content"] for t in reversed(context) if t["role"] == "user"), "")
-        yield {"session_id": item.message.session_id, "review_id": item.review.id, "prompt": prompt,
-               "messages": context, "chosen": redact(item.review.corrected_text), "rejected": redact(item.message.text)}
+        context = tuple(ReviewMessage("user" if role == "student" else "assistant", redact(text))
+                        for role, text in item.turns[:-1])
+        prompt = next((m.content for m in reversed(context) if m.role == "user"), "")
+        yield PreferencePair(item.message.session_id, item.review.id, prompt, context,
+                             redact(item.review.corrected_text), redact(item.message.text)).to_json()
 
 
 # ------------------------------------------------------------------------------------------------ knowledge
 
-def run_ingest(knowledge, items, *, kind: str, command: str, chunk_size: int = 600, chunk_overlap: int = 120,  # noqa: ANN001
-               on_progress=None):  # noqa: ANN001 - (Knowledge, Iterable[Item], ..., Callable[[int], None]) -> IngestReport
-    """Ingest documents the way `ingest jobs/docs` does (report recorded as an ingest run), then sync the index."""
-    from db.models import IngestRun
-    from ingest.occupations import resolve_relations
-    from ingest.indexing import sync_index
-    from ingest.pipeline import IngestReport, Ingester
+def list_documents(factory: Factory, limit: int, offset: int, *, kind: str | None = None,
+                   title_part: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """Documents of the knowledge DB in id order, with their chunk counts; `title_part` filters by title."""
+    where = []
+    if kind:
+        where.append(Document.kind == kind)
+    if title_part:
+        where.append(Document.title.contains(title_part.replace("\x00", ""), autoescape=True))
+    chunks = select(Chunk.document_id, func.count(Chunk.id).label("n")).group_by(Chunk.document_id).subquery()
+    with factory() as s:
+        total = s.scalar(select(func.count(Document.id)).where(*where)) or 0
+        rows = s.execute(select(Document, func.coalesce(chunks.c.n, 0)).outerjoin(chunks, chunks.c.document_id == Document.id)
+                         .where(*where).order_by(Document.id).limit(limit).offset(offset)).all()
+    items = [{"external_id": d.external_id, "kind": d.kind, "title": d.title, "as_of": d.as_of, "chunks": n,
+              "updated_at": d.updated_at} for d, n in rows]
+    return int(total), items
 
-    with knowledge.factory() as s:
-        run = IngestRun(command=command[:500])
-        s.add(run)
-        s.commit()
-        run_id = run.id
-    report, status = IngestReport(), "failed"
-    try:
-        ingester = Ingester(knowledge.factory, knowledge.embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                            kind=kind)
-        report = ingester.run(items, on_progress=on_progress)
-        if kind == "job" and report.changed:
-            with knowledge.factory() as s:
-                resolve_relations(s)
-                s.commit()
-        sync_index(knowledge.factory, knowledge.store())
-        status = "partial" if report.problems else "ok"
-    finally:
-        with knowledge.factory() as s:
-            run = s.get(IngestRun, run_id)
-            run.status, run.finished_at = status, _now()
-            run.added, run.updated, run.unchanged, run.removed = report.added, report.updated, report.unchanged, report.removed
-            run.errors, run.chunks_embedded = len(report.problems), report.chunks_embedded
-            run.message = "\n".join(report.problems[:50])
-            s.commit()
-    return report
+
+def document_ids(factory: Factory, external_ids: list[str]) -> dict[str, int]:
+    """external_id -> document id of those that are in the knowledge DB."""
+    with factory() as s:
+        return dict(s.execute(select(Document.external_id, Document.id).where(Document.external_id.in_(external_ids))).all())
+
+
+def database_reachable(engine: Engine) -> None:
+    """Raises (any DB error) when the database cannot answer a trivial query."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -3,7 +3,7 @@
 Domain errors (the `JinroError` tree drawn in `db/errors.py`) are mapped to HTTP statuses in ONE place
 (`DOMAIN_ERRORS`); the most specific class wins, and any other `JinroError` falls back to the root's entry. Each
 detail says what went wrong and what to do about it. Routes raise `Problem` (or a domain error) and never
-build error responses themselves.
+build error responses themselves; `crud` and the packages below raise domain errors only.
 """
 
 from __future__ import annotations
@@ -21,11 +21,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from assistant.errors import (
     AssistantError,
     ConcurrentTurn,
+    DocumentNotFound,
     EmptyKnowledge,
     GenerationError,
+    InvalidInput,
+    MessageNotFound,
     ModelServerError,
+    NotAnAnswer,
+    NotFound,
     PromptError,
     RetrievalError,
+    ReviewNotFound,
     SessionNotFound,
 )
 from db.errors import DatabaseError, DatabaseUnavailable, JinroError, VectorIndexError
@@ -38,6 +44,12 @@ TYPE_BASE = "/problems/"
 # exception class -> (status, slug, title); looked up along the exception's MRO, so the most specific wins
 DOMAIN_ERRORS: dict[type[BaseException], tuple[int, str, str]] = {
     SessionNotFound: (404, "session-not-found", "Session not found"),
+    MessageNotFound: (404, "message-not-found", http.HTTPStatus(404).phrase),
+    ReviewNotFound: (404, "review-not-found", http.HTTPStatus(404).phrase),
+    DocumentNotFound: (404, "document-not-found", http.HTTPStatus(404).phrase),
+    NotFound: (404, "not-found", http.HTTPStatus(404).phrase),
+    NotAnAnswer: (422, "not-an-answer", http.HTTPStatus(422).phrase),
+    InvalidInput: (422, "invalid-input", http.HTTPStatus(422).phrase),
     EmptyKnowledge: (503, "knowledge-empty", "The knowledge DB is empty"),
     RetrievalError: (422, "unanswerable-query", "The message cannot be answered"),
     ConcurrentTurn: (409, "concurrent-turn", "Another turn of this session was stored at the same time"),
@@ -75,10 +87,6 @@ def unauthorized(detail: str) -> Problem:
 
 def forbidden(detail: str) -> Problem:
     return Problem(403, "forbidden", detail)
-
-
-def not_found(detail: str, slug: str = "not-found") -> Problem:
-    return Problem(404, slug, detail)
 
 
 def rate_limited(retry_after: float) -> Problem:

@@ -33,6 +33,7 @@ from assistant.evaluation.retrieval import Question, evaluate, load_questions
 from db.errors import JinroError
 from db.models import Document
 from db.settings import Settings
+from ingest import service
 from ingest.documents import SourceDocument
 from ingest.errors import EmptySource, UnsupportedSource
 from ingest.knowledge import Knowledge, open_knowledge
@@ -135,7 +136,7 @@ def is_job_dictionary(path: Path) -> bool:
     return False
 
 
-def _corpus_items(path: Path, skipped: Callable[[str], None]) -> tuple[str, Iterator]:
+def _corpus_items(path: Path, skipped: Callable[[str], None]) -> tuple[service.Kind, Iterator]:
     from ingest.jobs import read_jobs
     from ingest.readers import ReaderOptions, iter_sources, read_file
 
@@ -155,15 +156,11 @@ def _corpus_items(path: Path, skipped: Callable[[str], None]) -> tuple[str, Iter
 @contextmanager
 def throwaway_knowledge(settings: Settings, corpus: Path | None, docs: Sequence[SourceDocument]) -> Iterator[Knowledge]:
     """A SQLite DB and index in a temp dir holding `corpus` (a file or directory) and `docs`; deleted afterwards."""
-    from ingest.occupations import resolve_relations
-    from ingest.indexing import sync_index
-    from ingest.pipeline import Ingester
-
     with tempfile.TemporaryDirectory(prefix="jinro-eval-") as tmp:
         k = open_knowledge(f"sqlite:///{Path(tmp) / 'jinro.db'}", Path(tmp) / "index", settings.embedder,
                            vector_store="faiss")  # a throwaway SQLite DB: never the deployment's pgvector
         try:
-            batches: list[tuple[str, Iterator | Sequence, str]] = []
+            batches: list[tuple[service.Kind, Iterator | Sequence, str]] = []
             if corpus is not None:
                 if not corpus.exists():
                     raise EvalDataError(f"{corpus}: no such file or directory — give the corpus to evaluate on")
@@ -174,16 +171,11 @@ def throwaway_knowledge(settings: Settings, corpus: Path | None, docs: Sequence[
             with _progress() as progress:
                 for kind, items, label in batches:
                     task = progress.add_task(label, total=len(items) if isinstance(items, Sequence) else None)
-                    ingester = Ingester(k.factory, k.embedder, chunk_size=settings.chunk_size,
-                                        chunk_overlap=settings.chunk_overlap, kind=kind)
-                    report = ingester.run(items, on_progress=lambda n, t=task: progress.advance(t, n))
+                    report = service.ingest_items(k, items, kind=kind, command=f"jinro eval retrieval: {label}",
+                                                  chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap,
+                                                  on_progress=lambda n, t=task: progress.advance(t, n))
                     for line in report.problems:
                         _warn(line)
-                    if kind == "job" and report.changed:
-                        with k.factory() as s:
-                            resolve_relations(s)
-                            s.commit()
-            sync_index(k.factory, k.store())
             yield k
         finally:
             k.engine.dispose()

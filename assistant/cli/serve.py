@@ -25,6 +25,7 @@ from assistant.api.security import ROLES
 from db.errors import JinroError
 from db.models import Document
 from db.settings import Settings
+from ingest import service
 from ingest.indexing import sync_index
 from ingest.jobs import read_jobs
 from ingest.knowledge import Knowledge, open_knowledge
@@ -65,9 +66,9 @@ def ensure_knowledge(k: Knowledge, source: Path, settings: Settings) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as progress:
         task = progress.add_task("occupations", total=total)
-        report = crud.run_ingest(k, read_jobs(source), kind="job", command=f"jinro serve: first start, {source}",
-                                 chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap,
-                                 on_progress=lambda n: progress.advance(task, n))
+        report = service.ingest_items(k, read_jobs(source), kind="job", command=f"jinro serve: first start, {source}",
+                                      chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap,
+                                      on_progress=lambda n: progress.advance(task, n))
     for line in report.problems[:20]:
         err.print(f"[yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)
     err.print(f"loaded {report.added} documents ({report.chunks_embedded} chunks embedded); "

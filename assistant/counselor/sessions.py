@@ -1,4 +1,5 @@
-"""Session records: create, fetch (owner-checked), list, delete (right to erasure), expire."""
+"""Session records: create, fetch (owner-checked), find by a client's name, list, count, correct the profile,
+delete (right to erasure), expire."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.errors import SessionNotFound
 from assistant.counselor.profile import Profile
 from db.conversation import ChatSession, Message
 
+NAMESPACE = uuid.UUID("6f1c2a5e-3b7d-4c1e-9a55-2f0d8b9e7c41")  # session ids derived from (owner, a client's name)
 
 def create_session(factory: sessionmaker[Session], owner: str, profile: dict[str, Any] | None = None, *,
                    session_id: str | None = None) -> ChatSession:
@@ -38,12 +41,65 @@ def get_session(s: Session, session_id: str, owner: str | None, *, idle_timeout:
     return row
 
 
+def session_for_name(factory: sessionmaker[Session], owner: str, name: str | None, *,
+                     idle_timeout: timedelta | None = None) -> str:
+    """The session for this owner and name: an own session id as is, otherwise a per-owner session derived from
+    the name (created on first use; recreated if it expired). No name: a new session. An own session id that
+    expired raises `SessionNotFound`."""
+    if not name:
+        return create_session(factory, owner).id
+    with factory() as s:
+        row = s.get(ChatSession, name)
+        if row is not None and row.owner == owner:
+            get_session(s, name, owner, idle_timeout=idle_timeout)  # expired: SessionNotFound
+            return name
+    sid = str(uuid.uuid5(NAMESPACE, f"{owner}\n{name}"))
+    with factory() as s:
+        exists = s.get(ChatSession, sid) is not None
+        if exists:
+            try:
+                get_session(s, sid, owner, idle_timeout=idle_timeout)
+                return sid
+            except SessionNotFound:  # expired: erase it and start afresh under the same name
+                pass
+    if exists:
+        delete_session(factory, sid, owner)
+    try:
+        create_session(factory, owner, session_id=sid)
+    except IntegrityError:  # created by a concurrent first request
+        pass
+    return sid
+
+
 def list_sessions(factory: sessionmaker[Session], owner: str | None, limit: int = 50, offset: int = 0) -> list[ChatSession]:
     with factory() as s:
         q = select(ChatSession).order_by(ChatSession.last_active_at.desc()).limit(limit).offset(offset)
         if owner is not None:
             q = q.where(ChatSession.owner == owner)
         return list(s.scalars(q))
+
+
+def count_sessions(factory: sessionmaker[Session], owner: str | None) -> int:
+    with factory() as s:
+        q = select(func.count(ChatSession.id))
+        if owner is not None:
+            q = q.where(ChatSession.owner == owner)
+        return int(s.scalar(q) or 0)
+
+
+def update_profile(factory: sessionmaker[Session], session_id: str, owner: str | None, values: dict[str, Any], *,
+                    idle_timeout: timedelta | None = None) -> ChatSession:
+    """Each slot in `values` replaces the stored values of that slot (a value or a list); None or [] clears it."""
+    with factory() as s:
+        row = get_session(s, session_id, owner, idle_timeout=idle_timeout)
+        profile = Profile.from_json(row.profile)
+        for slot, value in values.items():
+            profile.slots.pop(slot, None)
+            for v in value if isinstance(value, list) else ([] if value is None else [value]):
+                profile.set(slot, v, row.turns)
+        row.profile = profile.to_json()
+        s.commit()
+        return row
 
 
 def delete_session(factory: sessionmaker[Session], session_id: str, owner: str | None) -> int:

@@ -15,7 +15,6 @@ from typing import Annotated, Any, AsyncIterator
 
 from fastapi import APIRouter, Header, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import IntegrityError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from assistant.api.deps import ApiState, CurrentCaller, State
@@ -24,12 +23,9 @@ from assistant.api.schemas import ChatCompletionIn, ChatMessageIn
 from assistant.api.security import Caller
 from assistant.api.turn_runner import StreamedTurn, run_turn
 from assistant.counselor.turn import TurnResult
-from assistant.errors import SessionNotFound
-from assistant.counselor.sessions import create_session, delete_session, get_session
-from db.conversation import ChatSession
+from assistant.counselor.sessions import session_for_name
 
 router = APIRouter(tags=["chat completions"])
-NAMESPACE = uuid.UUID("6f1c2a5e-3b7d-4c1e-9a55-2f0d8b9e7c41")
 
 
 def _text(m: ChatMessageIn) -> str:
@@ -50,31 +46,8 @@ def student_turn(body: ChatCompletionIn) -> str:
 
 
 def resolve_session(state: ApiState, caller: Caller, name: str | None) -> str:
-    """The session for this key and name: an own session id as is, otherwise a per-key session derived from
-    the name (created on first use; recreated if it expired). No name: a new session."""
-    if not name:
-        return create_session(state.factory, caller.owner).id
-    with state.factory() as s:
-        row = s.get(ChatSession, name)
-        if row is not None and row.owner == caller.owner:
-            get_session(s, name, caller.owner, idle_timeout=state.idle_timeout)  # expired: 404
-            return name
-    sid = str(uuid.uuid5(NAMESPACE, f"{caller.owner}\n{name}"))
-    with state.factory() as s:
-        exists = s.get(ChatSession, sid) is not None
-        if exists:
-            try:
-                get_session(s, sid, caller.owner, idle_timeout=state.idle_timeout)
-                return sid
-            except SessionNotFound:  # expired: erase it and start afresh under the same name
-                pass
-    if exists:
-        delete_session(state.factory, sid, caller.owner)
-    try:
-        create_session(state.factory, caller.owner, session_id=sid)
-    except IntegrityError:  # created by a concurrent first request
-        pass
-    return sid
+    """The session for this key and name (`session_for_name`: an own session id, or one derived from the name)."""
+    return session_for_name(state.factory, caller.owner, name, idle_timeout=state.idle_timeout)
 
 
 def _usage(state: ApiState, question: str, answer: str) -> dict[str, int]:

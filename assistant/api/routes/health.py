@@ -7,8 +7,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
+from assistant.api import crud
 from assistant.api.deps import State
 from assistant.api.schemas import Health, Ready
 
@@ -31,8 +31,7 @@ def readyz(state: State) -> Response:
     """Ready to answer: the database is reachable and the knowledge index is loaded."""
     checks: dict[str, str] = {}
     try:
-        with state.runtime.knowledge.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        crud.database_reachable(state.runtime.knowledge.engine)
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"unreachable: {type(exc).__name__}"

@@ -9,17 +9,16 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal
 
 from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, UploadFile, status
-from sqlalchemy import func, select
 
 from assistant.api import crud
 from assistant.api.deps import Admin, PageParams, State, next_offset
-from assistant.api.problems import Problem, not_found
+from assistant.api.problems import Problem
 from assistant.api.schemas import DocumentPage, IngestOut
-from db.models import Chunk, Document
+from assistant.errors import DocumentNotFound
+from ingest import service
 from ingest.errors import RecordError, SourceError
-from ingest.indexing import knowledge_version, sync_index
+from ingest.indexing import knowledge_version
 from ingest.jobs import read_jobs
-from ingest.pipeline import remove_documents
 from ingest.readers import SUPPORTED_FORMATS, ReaderOptions, read_file
 from ingest.status import knowledge_status
 
@@ -77,7 +76,7 @@ def upload(state: State, caller: Admin,
             path.write_bytes(f.file.read())
             paths.append(path)
         with state.ingest_lock:
-            report = crud.run_ingest(
+            report = service.ingest_items(
                 k, _items(paths, root, format, options, skipped), kind="job" if format == "jobs" else "doc",
                 command=f"api upload by {caller.prefix}: {', '.join(p.name for p in paths)}",
                 chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
@@ -96,18 +95,7 @@ def list_documents(state: State, _: Admin, page: PageParams,
                    kind: Annotated[Literal["job", "doc"] | None, Query()] = None,
                    q: Annotated[str | None, Query(max_length=200, description="part of the title")] = None) -> dict:
     """Documents of the knowledge DB, in id order."""
-    where = []
-    if kind:
-        where.append(Document.kind == kind)
-    if q:
-        where.append(Document.title.contains(q.replace("\x00", ""), autoescape=True))
-    chunks = select(Chunk.document_id, func.count(Chunk.id).label("n")).group_by(Chunk.document_id).subquery()
-    with state.factory() as s:
-        total = s.scalar(select(func.count(Document.id)).where(*where)) or 0
-        rows = s.execute(select(Document, func.coalesce(chunks.c.n, 0)).outerjoin(chunks, chunks.c.document_id == Document.id)
-                         .where(*where).order_by(Document.id).limit(page.limit).offset(page.offset)).all()
-    items = [{"external_id": d.external_id, "kind": d.kind, "title": d.title, "as_of": d.as_of, "chunks": n,
-              "updated_at": d.updated_at} for d, n in rows]
+    total, items = crud.list_documents(state.factory, page.limit, page.offset, kind=kind, title_part=q)
     return {"items": items, "total": total, "limit": page.limit, "offset": page.offset,
             "next_offset": next_offset(page, total)}
 
@@ -118,12 +106,9 @@ def delete_document(external_id: Annotated[str, PathParam(max_length=255)], stat
     """Remove a document with its chunks, vectors and (job documents) occupation facts."""
     k = state.runtime.knowledge
     with state.ingest_lock:
-        removed, _missing = remove_documents(k.factory, [external_id])
-        if removed:
-            sync_index(k.factory, k.store())
+        removed, _missing = service.remove(k, [external_id])
     if not removed:
-        raise not_found(f"no document {external_id!r} — list them with GET /v1/knowledge/documents",
-                        "document-not-found")
+        raise DocumentNotFound(f"no document {external_id!r} — list them with GET /v1/knowledge/documents")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -7,14 +7,13 @@ from typing import Annotated, Any, Callable, Iterator
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
 from assistant.api import crud
 from assistant.api.deps import MAX_ID, ApiState, PageParams, Reviewer, State, next_offset
 from assistant.api.schemas import EditIn, NoteIn, ReviewDecision, ReviewDetail, ReviewPage
 from assistant.counselor.fact_block import fact_block
 from assistant.counselor.prompt import FactBlock
-from db.models import Document
+from assistant.counselor.review import CRISIS
 from ingest.occupation_text import OccupationFields, fact_lines
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
@@ -31,8 +30,7 @@ def fact_blocks(state: ApiState) -> Callable[[list[dict]], list[FactBlock]]:
 
     def render(facts_used: list[dict]) -> list[FactBlock]:
         ids = [f.get("external_id") for f in facts_used if f.get("external_id")]
-        with state.factory() as s:
-            doc_of = dict(s.execute(select(Document.external_id, Document.id).where(Document.external_id.in_(ids))).all())
+        doc_of = crud.document_ids(state.factory, ids)
         found = {f.external_id: f for f in lookup.facts_for_documents([doc_of[i] for i in ids if i in doc_of])}
         out = []
         for f in facts_used:
@@ -67,7 +65,7 @@ def queue(state: State, _: Reviewer, page: PageParams,
 @router.get("/export/sft", responses=JSONL_DOC, response_class=StreamingResponse)
 def export_sft(state: State, _: Reviewer) -> StreamingResponse:
     """Approved and edited answers for fine-tuning (JSONL, personal data redacted), one `ReviewExport` a line
-    (finetune/formats.py, docs/finetune.md): `session_id`, `source` (approved | edited), `messages` (user/assistant
+    (assistant/counselor/review.py, docs/finetune.md): `session_id`, `source` (approved | edited), `messages` (user/assistant
     turns up to the answer; corrected texts where edited), `facts`, `passages`, `profile`, `summary`."""
     return _jsonl(crud.export_sft(state.factory, fact_blocks(state)), "jinro-sft.jsonl")
 
@@ -88,7 +86,7 @@ def detail(review_id: ReviewId, state: State, _: Reviewer) -> dict:
 def _decide(state: ApiState, review_id: int, status: str, reviewer: Any, text: str | None, note: str) -> dict:
     out = crud.decide(state.factory, review_id, status, f"{reviewer.name} ({reviewer.prefix})", text=text, note=note)
     item = crud.review_detail(state.factory, review_id)
-    if item["review"]["reason"] == "crisis":
+    if item["review"]["reason"] == CRISIS.reason:
         crud.clear_urgent(state.factory, item["session"]["id"])
     return out
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response, status
-from sqlalchemy import func, select
 
 from assistant.api import crud
 from assistant.api.deps import CurrentCaller, OwnSession, PageParams, State, next_offset
 from assistant.api.schemas import ProfileIn, SessionCreate, SessionOut, SessionPage
-from assistant.counselor.profile import Profile
-from assistant.counselor.sessions import create_session, delete_session, get_session, list_sessions
-from db.conversation import ChatSession
+from assistant.counselor.sessions import count_sessions, create_session, delete_session, list_sessions, update_profile
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 NOT_FOUND = {404: {"description": "no such session for this key, or it expired"}}
@@ -33,8 +30,7 @@ def create(state: State, caller: CurrentCaller, response: Response, body: Sessio
 @router.get("", response_model=SessionPage)
 def list_own(state: State, caller: CurrentCaller, page: PageParams) -> dict:
     """Your sessions, most recently active first."""
-    with state.factory() as s:
-        total = s.scalar(select(func.count(ChatSession.id)).where(ChatSession.owner == caller.owner)) or 0
+    total = count_sessions(state.factory, caller.owner)
     rows = list_sessions(state.factory, caller.owner, page.limit, page.offset)
     return {"items": [crud.session_json(r, state.expires_at(r)) for r in rows], "total": total,
             "limit": page.limit, "offset": page.offset, "next_offset": next_offset(page, total)}
@@ -49,17 +45,9 @@ def read(session: OwnSession, state: State) -> dict:
 @router.patch("/{session_id}/profile", response_model=SessionOut, responses=NOT_FOUND)
 def correct_profile(session: OwnSession, state: State, caller: CurrentCaller, body: ProfileIn) -> dict:
     """Correct the profile: each slot given replaces the stored values; `null` or `[]` clears the slot."""
-    with state.factory() as s:
-        row = get_session(s, session.id, caller.scope, idle_timeout=state.idle_timeout)
-        profile = Profile.from_json(row.profile)
-        for slot in body.model_fields_set:
-            value = getattr(body, slot)
-            profile.slots.pop(slot, None)
-            for v in value if isinstance(value, list) else ([] if value is None else [value]):
-                profile.set(slot, v, row.turns)
-        row.profile = profile.to_json()
-        s.commit()
-        return crud.session_json(row, state.expires_at(row))
+    values = {slot: getattr(body, slot) for slot in body.model_fields_set}
+    row = update_profile(state.factory, session.id, caller.scope, values, idle_timeout=state.idle_timeout)
+    return crud.session_json(row, state.expires_at(row))
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)

@@ -1,0 +1,80 @@
+"""The one ingest sequence, used by every caller that loads or removes documents.
+
+    ingest_items:  start a run record -> IngestPipeline (`Ingester.run`) -> resolve occupation relations (jobs)
+                   -> sync the vector index -> finish the run record (ok | partial | failed)
+    remove:        delete the documents -> sync the vector index
+
+Callers: the `ingest` CLI (`ingest jobs|docs|remove`), the knowledge API (`/v1/knowledge/documents`), `jinro serve`
+(first-start load of the bundled dictionary) and `jinro eval retrieval --corpus` (the throwaway corpus). They pass
+settings as arguments and show progress themselves through `on_progress`.
+
+Relations are resolved after every job run, changed or not: a run killed after its last commit left the links of
+its documents undone, and running the same command again must repair them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Literal
+
+from db.models import IngestRun
+from ingest.indexing import sync_index
+from ingest.knowledge import Knowledge
+from ingest.occupations import resolve_relations
+from ingest.pipeline import IngestReport, Ingester, Item, remove_documents
+
+Kind = Literal["job", "doc"]
+Progress = Callable[[int], None]  # called with the number of items just handled
+
+
+def _start_run(k: Knowledge, command: str) -> int:
+    with k.factory() as s:
+        run = IngestRun(command=command[:500])
+        s.add(run)
+        s.commit()
+        return run.id
+
+
+def _finish_run(k: Knowledge, run_id: int, report: IngestReport, status: str) -> None:
+    with k.factory() as s:
+        run = s.get(IngestRun, run_id)
+        run.status, run.finished_at = status, datetime.now(timezone.utc)
+        run.added, run.updated, run.unchanged, run.removed = report.added, report.updated, report.unchanged, report.removed
+        run.errors, run.chunks_embedded = len(report.problems), report.chunks_embedded
+        run.message = "\n".join(report.problems[:50])
+        s.commit()
+
+
+def ingest_items(knowledge: Knowledge, items: Iterable[Item], *, kind: Kind, command: str, chunk_size: int = 600,
+                 chunk_overlap: int = 120, on_progress: Progress | None = None) -> IngestReport:
+    """Load `items` (documents, (document, occupation) pairs of `ingest.jobs.read_jobs`, or `RecordError`s, which
+    become the report's problems) incrementally, and bring the vector index in step. `command` is what the run
+    record shows (`ingest status`: last runs). Raises `IngestError` / `DatabaseError`; the run is then recorded
+    as failed and the same call can simply be repeated (unchanged documents are skipped)."""
+    store = knowledge.store()  # an unusable index fails here, before a run is recorded
+    run_id = _start_run(knowledge, command)
+    report = IngestReport()
+    try:
+        ingester = Ingester(knowledge.factory, knowledge.embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                            kind=kind)
+        report = ingester.run(items, on_progress=on_progress)
+        if kind == "job":
+            with knowledge.factory() as s:
+                resolve_relations(s)
+                s.commit()
+        sync_index(knowledge.factory, store)
+    except BaseException:
+        _finish_run(knowledge, run_id, report, "failed")
+        raise
+    _finish_run(knowledge, run_id, report, "partial" if report.problems else "ok")
+    return report
+
+
+def remove(knowledge: Knowledge, external_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Remove documents (with their chunks, vectors and, for job documents, the occupation facts) and sync the
+    index, also when none was found (that repairs an index left behind by an interrupted removal).
+    Returns (removed, not_found) external ids."""
+    removed, missing = remove_documents(knowledge.factory, external_ids)
+    sync_index(knowledge.factory, knowledge.store())
+    return removed, missing

@@ -1,4 +1,9 @@
-"""Building the counselor from plain settings values (the CLI and the API app factory call this)."""
+"""The counselor's runtime (knowledge DB, retriever, counselor), built once per process.
+
+`Runtime.from_settings(settings)` is the one way the edges build it (the API app factory, `jinro chat`,
+`jinro eval dialogue`): the edge creates the `Settings`, everything below takes plain values. `build_runtime`
+takes those plain values directly (tests and benchmarks).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from assistant.counselor.turn import Counselor, CounselorConfig
-from assistant.errors import GenerationError
+from assistant.errors import AssistantError, GenerationError
 from assistant.generation.base import Generator
 from assistant.generation.grounded import GroundedGenerator
 from assistant.retrieval.hybrid import HybridRetriever
+from assistant.retrieval.query import load_lexicon
+from db.settings import Settings
 from ingest.knowledge import Knowledge, open_knowledge
 
 
@@ -35,10 +42,35 @@ class Runtime:
     retriever: HybridRetriever
     counselor: Counselor
 
+    @classmethod
+    def from_settings(cls, settings: Settings, *, db_url: str | None = None, generator: str | Generator | None = None,
+                      expire_idle_sessions: bool = False) -> Runtime:
+        """The runtime the deployment's `settings` describe.
+
+        db_url: instead of the settings' database (a `--db` option). generator: a generator spec or a built
+        generator instead of `settings.generator`. expire_idle_sessions: refuse turns on sessions idle for longer
+        than `settings.session_idle_minutes` (the API, which also erases them).
+        """
+        if generator is None or isinstance(generator, str):
+            generator = load_generator(generator or settings.generator, adapter=settings.adapter,
+                                       openai_model=settings.openai_model, openai_api_key=settings.openai_api_key)
+        return build_runtime(settings.database_url(db_url), settings.index_dir, settings.embedder, generator,
+                             idle_minutes=settings.session_idle_minutes if expire_idle_sessions else None,
+                             vector_store=settings.vector_store, lexicon=settings.lexicon)
+
+    def warm(self) -> None:
+        """Load the indexes and analysers now; an empty knowledge DB is an error (there is nothing to answer from)."""
+        self.counselor.warm()
+        if self.retriever.corpus.current().empty:
+            raise AssistantError("the knowledge DB is empty — run `ingest jobs data/job_dictionary` first")
+
 
 def build_runtime(db_url: str, index_dir: Path, embedder: str, generator: Generator, *,
-                  idle_minutes: int | None = None, check_every: float = 2.0) -> Runtime:
-    k = open_knowledge(db_url, index_dir, embedder)
-    retriever = HybridRetriever(k.factory, k.embedder, k.store(), check_every=check_every)
+                  idle_minutes: int | None = None, check_every: float = 2.0, vector_store: str = "faiss",
+                  lexicon: Path | None = None) -> Runtime:
+    """lexicon: the query-expansion TSV (default: the project's data/lexicon/student_terms.tsv)."""
+    k = open_knowledge(db_url, index_dir, embedder, vector_store=vector_store)
+    retriever = HybridRetriever(k.factory, k.embedder, k.store(), check_every=check_every,
+                                lexicon=load_lexicon(lexicon))
     config = CounselorConfig(idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None)
     return Runtime(k, retriever, Counselor(k.factory, retriever, generator, config))

@@ -78,7 +78,8 @@ def ensure_data(data: Path) -> KB:
     env = kb.env()
     code = ("from pathlib import Path; from db.settings import Settings; from ingest.knowledge import open_knowledge;"
             "from assistant.cli.serve import ensure_knowledge, BUNDLED; s = Settings();"
-            "k = open_knowledge(s.database_url(), s.index_dir, s.embedder); ensure_knowledge(k, BUNDLED, s)")
+            "k = open_knowledge(s.database_url(), s.index_dir, s.embedder, vector_store=s.vector_store);"
+            "ensure_knowledge(k, BUNDLED, s)")
     subprocess.run([sys.executable, "-c", code], env=env, check=True)  # ingests (with progress) only when empty
     return kb
 

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     vector_store: Literal["faiss", "pgvector"] = "faiss"
     """`faiss` (a FAISS index file under the data dir, each process holds a copy) or `pgvector` (the `chunk_vectors`
     table in the PostgreSQL of JINRO_DB_URL, shared by every API replica; needs the pgvector extension)."""
+    lexicon: Path | None = None
+    """The student-vocabulary TSV for query expansion; default the project's `data/lexicon/student_terms.tsv`."""
 
     generator: str = "grounded"
     """`grounded` (no LLM, offline default), `transformers:<hub id or path>` or `openai:<base URL>`."""

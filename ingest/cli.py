@@ -40,7 +40,8 @@ IndexKindOpt = Annotated[str, typer.Option("--index-kind", help="flat (exact, de
 
 def _open(db: str | None, index_kind: str = "flat") -> Knowledge:
     settings = Settings()
-    return open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder, index_kind=index_kind)
+    return open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder, index_kind=index_kind,
+                          vector_store=settings.vector_store)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -24,7 +24,7 @@ class Knowledge:
     embedder_spec: str
     index_kind: str = "flat"
     _embedder: Embedder | None = None
-    vector_store: str = "faiss"  # "faiss" | "pgvector" (JINRO_VECTOR_STORE)
+    vector_store: str = "faiss"  # "faiss" | "pgvector" (the edges pass settings.vector_store)
 
     @property
     def embedder(self) -> Embedder:
@@ -59,13 +59,8 @@ class Knowledge:
 
 def open_knowledge(db_url: str, index_dir: Path, embedder_spec: str, *, migrate: bool = True,
                    index_kind: str = "flat", embedder: Embedder | None = None,
-                   vector_store: str | None = None) -> Knowledge:
-    """vector_store: "faiss" or "pgvector"; None reads JINRO_VECTOR_STORE (default faiss), so every edge that
-    opens the knowledge DB (CLIs, the API) follows the deployment's setting without passing it along."""
-    if vector_store is None:
-        from db.settings import Settings
-
-        vector_store = Settings().vector_store
+                   vector_store: str = "faiss") -> Knowledge:
+    """vector_store: "faiss" or "pgvector"; the edges (CLIs, the API) pass the deployment's `settings.vector_store`."""
     engine = create_db_engine(db_url)
     if migrate:
         upgrade(engine)

@@ -65,3 +65,27 @@ def test_chat_reads_stdin_until_an_empty_line(kb: KB) -> None:
 def test_chat_on_an_empty_db_says_what_to_do(tmp_path: Path) -> None:
     result = runner.invoke(app, ["chat", "--demo"], env={"JINRO_DATA_DIR": str(tmp_path / "empty")})
     assert result.exit_code == 2 and "ingest jobs" in result.output
+
+
+def test_the_runtime_is_built_from_the_settings_the_edge_read(kb: KB, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant.retrieval.query import load_lexicon
+    from assistant.runtime import Runtime
+    from db.settings import Settings
+
+    path = tmp_path / "terms.tsv"
+    path.write_text("term\ttargets\n덕질\t팬,연예인\n", encoding="utf-8")
+    monkeypatch.setenv("JINRO_LEXICON", str(path))
+    settings = Settings(data_dir=kb.directory, db_url=kb.url)
+    rt = Runtime.from_settings(settings)
+    try:
+        assert rt.retriever.lexicon is load_lexicon(path)  # JINRO_LEXICON reaches the retriever through the runtime
+        assert rt.knowledge.vector_store == "faiss" and rt.counselor.generator.name == "grounded"
+        assert rt.counselor.config.idle_timeout is None  # only the API refuses (and erases) idle sessions
+    finally:
+        rt.knowledge.engine.dispose()
+    api = Runtime.from_settings(settings, expire_idle_sessions=True, generator="grounded")
+    try:
+        assert api.counselor.config.idle_timeout.total_seconds() == settings.session_idle_minutes * 60
+    finally:
+        api.knowledge.engine.dispose()

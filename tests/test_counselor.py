@@ -116,6 +116,17 @@ def test_personal_data_is_redacted_in_storage_not_in_the_answer(kb: KB, embedder
     assert "[전화번호]" in texts[0]
 
 
+def test_personal_data_never_reaches_the_profile_or_the_prompt(kb: KB, embedder) -> None:  # noqa: ANN001
+    gen = RecordingGrounded()
+    c = make(kb, embedder, gen)
+    sid, (result,) = talk(c, "제 번호 010 1234 5678 좋아해요")  # read raw, "010 1234 5678" was an interest
+    with c.factory() as s:
+        profile = s.get(ChatSession, sid).profile
+    assert not any(any(ch.isdigit() for ch in v["value"]) for values in profile.values() for v in values), profile
+    assert gen.requests[-1].parts.question == "제 번호 [전화번호] 좋아해요"  # all the model is ever given
+    assert "010" not in gen.requests[-1].prompt and "1234" not in result.answer
+
+
 def test_fact_guard_replaces_an_invented_certificate(kb: KB, embedder) -> None:  # noqa: ANN001
     gen = ScriptedGenerator("간호사가 되려면 우주비행기사 자격증이 꼭 필요해요.", context_window=4096)
     c = make(kb, embedder, gen)

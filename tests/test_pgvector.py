@@ -343,7 +343,8 @@ def test_store_recreates_its_schema_when_pgvector_came_later(pg_server, embedder
 # --------------------------------------------------------------------------------------------------- no pgvector
 
 
-def test_migration_0003_is_a_noop_without_pgvector(db_url: str, embedder, tmp_path: Path) -> None:  # noqa: ANN001
+def test_migration_0003_is_a_noop_without_pgvector(db_url: str, embedder, tmp_path: Path,  # noqa: ANN001
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite, or a PostgreSQL without the extension: the schema reaches 0003 and no chunk_vectors appears;
     choosing the pgvector store there fails with a clear message, and the FAISS default is unchanged."""
     engine = create_db_engine(db_url)
@@ -360,7 +361,8 @@ def test_migration_0003_is_a_noop_without_pgvector(db_url: str, embedder, tmp_pa
             PgVectorStore(engine, embedder.model_id, embedder.dim).load()
     finally:
         engine.dispose()
-    k = open_knowledge(db_url, tmp_path / "index", embedder.model_id, embedder=embedder)  # JINRO_VECTOR_STORE unset
+    monkeypatch.setenv("JINRO_VECTOR_STORE", "pgvector")  # read by the edges' Settings only, never below them
+    k = open_knowledge(db_url, tmp_path / "index", embedder.model_id, embedder=embedder)
     try:
         assert k.vector_store == "faiss" and isinstance(k.store(), FaissStore)
     finally:

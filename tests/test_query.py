@@ -12,6 +12,7 @@ import pytest
 
 from assistant.errors import RetrievalError
 from assistant.retrieval.query import DEFAULT_LEXICON, ExpandedQuery, expand, find_terms, load_lexicon, parse_lexicon
+from db.settings import Settings
 from ingest.jobs import parse_record, render_document
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,8 +124,9 @@ def test_another_lexicon_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert len(lex) == 1
     assert expand("덕질 하다가", lex).added_terms == ("팬", "연예인")
     assert expand("포크레인", lex).added_terms == ()
-    monkeypatch.setenv("JINRO_LEXICON", str(path))
-    assert load_lexicon() is lex
+    monkeypatch.setenv("JINRO_LEXICON", str(path))  # the operator's setting, read at the edges ...
+    assert load_lexicon(Settings().lexicon) is lex  # ... and passed down (the runtime hands it to the retriever)
+    assert load_lexicon() is load_lexicon(DEFAULT_LEXICON), "nothing below the edges reads the environment"
 
 
 def test_malformed_lexicon_says_where() -> None:

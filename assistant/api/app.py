@@ -25,7 +25,7 @@ from assistant.api.metrics import ApiMetrics, MetricsMiddleware, ResponseObserve
 from assistant.api.ratelimit import RateLimiter, build_limiter
 from assistant.api.routes import chat_completions, health, knowledge, messages, review, sessions, web
 from assistant.api.security import install_log_scrubber
-from assistant.runtime import Runtime, build_runtime, load_generator
+from assistant.runtime import Runtime
 from assistant.counselor.sessions import expire_sessions
 from db.settings import Settings
 
@@ -130,10 +130,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     warmed counselor between apps, and a `limiter`."""
     settings = settings or Settings()
     if runtime is None:
-        generator = load_generator(settings.generator, adapter=settings.adapter, openai_model=settings.openai_model,
-                                   openai_api_key=settings.openai_api_key)
-        runtime = build_runtime(settings.database_url(), settings.index_dir, settings.embedder, generator,
-                                idle_minutes=settings.session_idle_minutes)
+        runtime = Runtime.from_settings(settings, expire_idle_sessions=True)
     metrics = ApiMetrics()
     runtime.counselor.metrics = metrics
     idle = timedelta(minutes=settings.session_idle_minutes) if settings.session_idle_minutes else None

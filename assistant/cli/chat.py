@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from assistant.errors import AssistantError
-from assistant.runtime import build_runtime, load_generator
+from assistant.runtime import Runtime
 from assistant.counselor.sessions import create_session
 from db.errors import JinroError
 from db.settings import Settings
@@ -31,17 +30,13 @@ def chat(
     """
     settings = Settings()
     try:
-        generator = load_generator(settings.generator, adapter=settings.adapter, openai_model=settings.openai_model,
-                                   openai_api_key=settings.openai_api_key)
-        rt = build_runtime(settings.database_url(db), settings.index_dir, settings.embedder, generator)
-        rt.counselor.warm()
-        if rt.retriever.corpus.current().empty:
-            raise AssistantError("the knowledge DB is empty — run `ingest jobs data/job_dictionary` first")
+        rt = Runtime.from_settings(settings, db_url=db)
+        rt.warm()
         sid = session or create_session(rt.knowledge.factory, "local").id
     except JinroError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    console.print(f"[dim]session {sid} · generator {generator.name} · 끝내려면 빈 줄을 입력하세요[/dim]")
+    console.print(f"[dim]session {sid} · generator {rt.counselor.generator.name} · 끝내려면 빈 줄을 입력하세요[/dim]")
     lines = iter(DEMO) if demo else None
     while True:
         if lines is not None:

@@ -288,7 +288,8 @@ def _knowledge(settings: Settings, db: str | None, corpus: Path | None, docs: Se
         with throwaway_knowledge(settings, corpus, docs) as k:
             yield k
         return
-    k = open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder)
+    k = open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder,
+                       vector_store=settings.vector_store)
     try:
         yield k
     finally:

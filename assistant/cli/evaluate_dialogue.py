@@ -12,8 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from assistant.evaluation.dialogue import evaluate_dialogue, load_scenarios
-from assistant.errors import AssistantError
-from assistant.runtime import build_runtime, load_generator
+from assistant.runtime import Runtime
 from db.errors import JinroError
 from db.settings import Settings
 
@@ -34,12 +33,9 @@ def dialogue(
     settings = Settings()
     try:
         items = load_scenarios(scenarios)
-        gen = load_generator(generator or settings.generator, adapter=settings.adapter,
-                             openai_model=settings.openai_model, openai_api_key=settings.openai_api_key)
-        rt = build_runtime(settings.database_url(db), settings.index_dir, settings.embedder, gen)
-        rt.counselor.warm()
-        if rt.retriever.corpus.current().empty:
-            raise AssistantError("the knowledge DB is empty — run `ingest jobs data/job_dictionary` first")
+        rt = Runtime.from_settings(settings, db_url=db, generator=generator)
+        rt.warm()
+        gen = rt.counselor.generator
         report = evaluate_dialogue(rt.counselor, items)
     except JinroError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)

@@ -46,7 +46,8 @@ def _fail(message: str) -> None:
 def _open(db: str | None) -> Knowledge:
     settings = Settings()
     try:
-        return open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder)
+        return open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder,
+                              vector_store=settings.vector_store)
     except JinroError as exc:
         _fail(str(exc))
         raise  # unreachable

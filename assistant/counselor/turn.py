@@ -1,9 +1,25 @@
-"""The counselor: one student turn through safety, memory, retrieval, facts, prompt and generation.
+"""The counselor: one student turn as a pipeline of named stages, run by `Counselor.stream` in this order.
 
-Stages (timed per turn): memory (load the session), safety (crisis screen), facts (occupations named now, or
-the one in focus when the student refers back), retrieval (query = turn + occupations and interests in play),
-prompt (within the generator's context budget), generation (streamed), guard (LLM answers only), store.
-A crisis turn gets the fixed safe script, puts the session in careful mode and queues it for urgent review.
+    stage        what it does                                                          timings_ms key
+    receive      normalise and REDACT the message, then load the session's memory      memory
+                 (the redacted text is the only form of the message any later stage sees)
+    screen       crisis screen (careful mode lowers the bar); a crisis turn gets the   safety
+                 fixed safe script, careful mode and an urgent review, and is stored
+    understand   occupations the turn names, else the one in focus when the student   facts
+                 refers back to it; the intent; the retrieval query (the turn + the
+                 occupation in play + interests from earlier turns)
+    update       the dialogue state: profile slots, facts memory                       facts
+    retrieve     hybrid search with re-ranking                                         retrieval
+    choose       what to answer from: the occupation in focus (an open question's      prompt
+                 best match becomes it), fact blocks, passages, recent turns; the
+                 prompt within the generator's context budget
+    generate     compose (grounded: streamed as written) or generate (an LLM)          generation
+    guard        an LLM's answer must agree with the facts and leak no instructions,   guard
+                 else the composed answer replaces it (the student sees it only after)
+    store        citations, the review reason; both messages and the memory in one     store
+                 transaction
+
+`TurnState` carries what the stages produce from one to the next.
 """
 
 from __future__ import annotations
@@ -30,8 +46,8 @@ from assistant.counselor.memory import Memory, fold_summary, load_memory, save_m
 from assistant.counselor.profile import update_profile
 from assistant.counselor.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
 from assistant.safety.redaction import redact
-from assistant.retrieval.hybrid import HybridRetriever
-from assistant.safety.crisis import crisis_reply, detect_crisis, help_lines_for
+from assistant.retrieval.hybrid import HybridRetriever, RetrievalResult
+from assistant.safety.crisis import CrisisAssessment, crisis_reply, detect_crisis, help_lines_for
 from assistant.counselor.sessions import get_session
 from db.conversation import Message, Review
 from db.retry import retrying
@@ -74,6 +90,33 @@ class TurnResult:
         }
 
 
+@dataclass
+class TurnState:
+    """What the stages of one turn produce, filled in the order they run (each field names its stage)."""
+
+    text: str  # receive: the student's message, normalised and redacted; no stage ever sees the raw text
+    memory: Memory  # receive; changed by screen (careful mode), update, choose and store
+    turn_no: int  # receive
+    clock: float  # perf_counter at the end of the last timed stage
+    timings: dict[str, float] = field(default_factory=dict)
+    assessment: CrisisAssessment | None = None  # screen
+    intent: str = "explore"  # understand
+    named: list[OccupationFacts] = field(default_factory=list)  # understand: occupations the message names
+    facts_now: list[OccupationFacts] = field(default_factory=list)  # understand, choose: what the answer is about
+    query: str = ""  # understand
+    retrieval: RetrievalResult | None = None  # retrieve
+    request: GenerationRequest | None = None  # choose: the rendered prompt and the parts it was rendered from
+    answer: str = ""  # generate; guard may replace it
+    guard: str | None = None  # guard: "passed" | "replaced" (None: a composed answer, nothing to guard)
+    model_answer: str | None = None  # guard: the LLM answer it replaced, for evaluation; never shown
+
+    def lap(self, stage: str) -> None:
+        """Record the time since the last lap under `stage`."""
+        now = time.perf_counter()
+        self.timings[stage] = round((now - self.clock) * 1000, 2)
+        self.clock = now
+
+
 def _facts_json(f: OccupationFacts) -> dict:
     return {"external_id": f.external_id, "name": f.name, "education": f.education_short,
             "certificates": list(f.certificates), "related": list(f.related[:8]), "survey_year": f.survey_year}
@@ -103,106 +146,149 @@ class Counselor:
         return result
 
     def stream(self, session_id: str, text: str, owner: str | None = None) -> Iterator[str | TurnResult]:
-        """Yields answer pieces as they are generated, then the TurnResult (after the turn is stored)."""
-        timings: dict[str, float] = {}
+        """Yields answer pieces as they are generated, then the TurnResult (after the turn is stored).
+
+        The pipeline of the module docstring; `text` goes to `_receive` only, later stages read `turn.text`.
+        """
+        turn = self._receive(session_id, text, owner)
+        turn.lap("memory")
+        self._screen(turn)
+        turn.lap("safety")
+        if turn.assessment.crisis:
+            yield from self._crisis_script(turn)
+            return
+        self._understand(turn)
+        self._update(turn)
+        turn.lap("facts")
+        self._retrieve(turn)
+        turn.lap("retrieval")
+        self._choose(turn)
+        turn.lap("prompt")
+        if self.generator is self.grounded:  # composed from the DB facts: streamed as written, nothing to guard
+            yield from self._generate(turn)
+            turn.lap("generation")
+        else:  # an LLM: the student sees its answer only once the guard has passed or replaced it
+            for _ in self._generate(turn):
+                pass
+            turn.lap("generation")
+            self._guard(turn)
+            turn.lap("guard")
+            yield turn.answer
+        yield self._store_turn(turn)  # timed as "store" up to the commit
+
+    # ------------------------------------------------------------------ stages, in the order they run
+    def _receive(self, session_id: str, text: str, owner: str | None) -> TurnState:
+        """Normalise and redact the message first, then load the session's memory."""
         clock = time.perf_counter()
-
-        def lap(stage: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[stage] = round((now - clock) * 1000, 2)
-            clock = now
-
         text = " ".join(text.split())[:MAX_STUDENT_CHARS]
         if not text:
             raise RetrievalError("the message is empty — write what you would like to talk about")
+        redacted = redact(text)
         with self.factory() as s:
             session = get_session(s, session_id, owner, idle_timeout=self.config.idle_timeout)
             memory = load_memory(s, session)
-        turn_no = memory.turns + 1
-        lap("memory")
+        return TurnState(redacted, memory, memory.turns + 1, clock)
 
-        assessment = detect_crisis(text, careful=memory.careful)
-        lap("safety")
-        if assessment.crisis:
-            memory.careful = True
-            answer = crisis_reply(assessment)
-            for piece in answer.split("\n"):
-                yield piece + "\n"
-            safety = self._safety(assessment, memory)
-            memory.turns = turn_no
-            yield self._store(memory, text, answer, [], [], [], safety, timings, "safety-script", None, None,
-                              review=("crisis", 0), urgent=True, clock=clock)
-            return
+    def _screen(self, turn: TurnState) -> None:
+        turn.assessment = detect_crisis(turn.text, careful=turn.memory.careful)
 
-        named = self.retriever.lookup_facts(text)
-        facts_now = list(named)
-        if not named and memory.focus is not None and (refers_back(text) or classify(text) not in ("explore", "greeting")):
-            facts_now = [memory.fact_records()[-1]]
-        lap("facts")
+    def _crisis_script(self, turn: TurnState) -> Iterator[str | TurnResult]:
+        """The fixed safe script; the session goes into careful mode and is queued for urgent review."""
+        memory = turn.memory
+        memory.careful = True
+        turn.answer = crisis_reply(turn.assessment)
+        for piece in turn.answer.split("\n"):
+            yield piece + "\n"
+        safety = self._safety(turn.assessment, memory)
+        memory.turns = turn.turn_no
+        yield self._store(memory, turn.text, turn.answer, [], [], [], safety, turn.timings, "safety-script", None, None,
+                          review=("crisis", 0), urgent=True, clock=turn.clock)
 
-        query = self._query(text, memory, facts_now)
-        result = self.retriever.search(query, k=max(self.config.passages, 5), mode="hybrid+facts",
-                                       context=" ".join(t.text for t in memory.history[-2:]))
-        lap("retrieval")
-        if not named and not facts_now and classify(text) == "explore" and result.hits and result.confidence >= LOW_CONFIDENCE:
-            top = self.retriever.facts.facts_for_documents([result.hits[0].document_id])
-            facts_now = top  # the best match becomes the occupation in focus for follow-ups
-        memory.remember(facts_now, turn_no)
-        update_profile(memory.profile, text, turn_no, [f.name for f in named])
-        focus = memory.fact_records()[-1:] if facts_now else []
-        others = [f for f in memory.fact_records()[:-1]] if facts_now else memory.fact_records()
+    def _understand(self, turn: TurnState) -> None:
+        """The occupations the turn names, else the one in focus when the student refers back to it or asks about
+        it; the intent; the retrieval query (built before `_update`, so its interests are from earlier turns)."""
+        memory = turn.memory
+        turn.intent = classify(turn.text)
+        turn.named = self.retriever.lookup_facts(turn.text)
+        turn.facts_now = list(turn.named)
+        if not turn.named and memory.focus is not None and (refers_back(turn.text)
+                                                            or turn.intent not in ("explore", "greeting")):
+            turn.facts_now = [memory.fact_records()[-1]]
+        turn.query = self._query(turn.text, memory, turn.facts_now)
+
+    def _update(self, turn: TurnState) -> None:
+        """The dialogue state: the occupations in play into facts memory, profile slots from the redacted text."""
+        turn.memory.remember(turn.facts_now, turn.turn_no)
+        update_profile(turn.memory.profile, turn.text, turn.turn_no, [f.name for f in turn.named])
+
+    def _retrieve(self, turn: TurnState) -> None:
+        turn.retrieval = self.retriever.search(turn.query, k=max(self.config.passages, 5), mode="hybrid+facts",
+                                               context=" ".join(t.text for t in turn.memory.history[-2:]))
+
+    def _choose(self, turn: TurnState) -> None:
+        """What to answer from: the occupation in focus (for an open question with no occupation in play, the best
+        match, which follow-ups then refer to), two more from facts memory, passages, recent turns; the prompt."""
+        memory, result = turn.memory, turn.retrieval
+        if not turn.facts_now and turn.intent == "explore" and result.hits and result.confidence >= LOW_CONFIDENCE:
+            turn.facts_now = self.retriever.facts.facts_for_documents([result.hits[0].document_id])
+            memory.remember(turn.facts_now, turn.turn_no)
+        records = memory.fact_records()
+        focus = records[-1:] if turn.facts_now else []
+        others = records[:-1] if turn.facts_now else records
         blocks = tuple(fact_block(f) for f in (others[-2:] + focus))
         focus_ids = {b.source_id for b in blocks}
         passages = tuple(passage_of(h) for h in result.hits if h.external_id not in focus_ids)[: self.config.passages]
         history = memory.recent(self.generator.count_tokens, self.config.history_budget)
         parts = PromptParts(persona=self.config.persona, profile_lines=memory.profile.lines(), summary=memory.summary,
-                            facts=blocks, passages=passages, history=tuple(history), question=text)
+                            facts=blocks, passages=passages, history=tuple(history), question=turn.text)
         rendered = render_prompt(parts, count_tokens=self.generator.count_tokens,
                                  max_context=self.generator.context_window, reserve_for_answer=self.config.max_new_tokens)
-        lap("prompt")
+        turn.request = GenerationRequest(rendered.text, rendered.parts, self.config.max_new_tokens, STOP_SEQUENCES)
 
-        request = GenerationRequest(rendered.text, rendered.parts, self.config.max_new_tokens, STOP_SEQUENCES)
+    def _generate(self, turn: TurnState) -> Iterator[str]:
+        """Compose or generate the answer, yielding its pieces; `turn.answer` is the whole, once they are all out."""
         pieces: list[str] = []
-        guard = None
-        if self.generator is self.grounded:
-            for piece in self.generator.stream(request):
-                pieces.append(piece)
-                yield piece
-            answer = "".join(pieces).strip()
-            lap("generation")
-        else:
-            for piece in self.generator.stream(request):
-                pieces.append(piece)
-            answer = "".join(pieces).strip()
-            lap("generation")
-            report = check_answer(answer, rendered.parts, self._mention_names)
-            leaked = leaks_instructions(answer, self.config.persona)
-            guard = "passed" if report.ok and answer and not leaked else "replaced"
-            if guard == "replaced":
-                model_answer, answer = answer, "".join(self.grounded.stream(request)).strip()
-                if self.metrics is not None:
-                    self.metrics.fact_guard_replaced()
-            lap("guard")
-            yield answer
-        citations = [c.to_json() for c in citations_for(answer, rendered.parts)]
-        review = None
-        if guard == "replaced":
-            review = ("fact_guard", 2)
-        elif result.confidence < LOW_CONFIDENCE and not facts_now:
-            review = ("low_confidence", 3)
-        elif self.rng.random() < self.config.review_sample_rate:
-            review = ("sample", 4)
-        memory.turns = turn_no
-        stored = self._store(memory, text, answer, citations, [_facts_json(f) for f in memory.fact_records()[-1:] if facts_now],
-                          [passage_of(h).__dict__ for h in result.hits[: self.config.passages]],
-                          self._safety(assessment, memory), timings, self.generator.name, result.confidence, guard,
-                          review=review, urgent=False, clock=clock)
-        if guard == "replaced":
-            stored.extra["model_answer"] = model_answer  # what the model said, for evaluation; never shown
-        yield stored
+        for piece in self.generator.stream(turn.request):
+            pieces.append(piece)
+            yield piece
+        turn.answer = "".join(pieces).strip()
+
+    def _guard(self, turn: TurnState) -> None:
+        """An LLM answer must agree with the fact blocks and leak no instructions, else the composed one replaces it."""
+        report = check_answer(turn.answer, turn.request.parts, self._mention_names)
+        leaked = leaks_instructions(turn.answer, self.config.persona)
+        turn.guard = "passed" if report.ok and turn.answer and not leaked else "replaced"
+        if turn.guard == "replaced":
+            turn.model_answer, turn.answer = turn.answer, "".join(self.grounded.stream(turn.request)).strip()
+            if self.metrics is not None:
+                self.metrics.fact_guard_replaced()
+
+    def _store_turn(self, turn: TurnState) -> TurnResult:
+        """The sources the answer used and the review reason, then both messages and the memory (one transaction)."""
+        memory, result = turn.memory, turn.retrieval
+        citations = [c.to_json() for c in citations_for(turn.answer, turn.request.parts)]
+        review = self._review(turn)
+        facts_used = [_facts_json(f) for f in memory.fact_records()[-1:]] if turn.facts_now else []
+        passages = [passage_of(h).__dict__ for h in result.hits[: self.config.passages]]
+        memory.turns = turn.turn_no
+        stored = self._store(memory, turn.text, turn.answer, citations, facts_used, passages,
+                             self._safety(turn.assessment, memory), turn.timings, self.generator.name,
+                             result.confidence, turn.guard, review=review, urgent=False, clock=turn.clock)
+        if turn.model_answer is not None:
+            stored.extra["model_answer"] = turn.model_answer  # what the model said, for evaluation; never shown
+        return stored
 
     # ------------------------------------------------------------------ helpers
+    def _review(self, turn: TurnState) -> tuple[str, int] | None:
+        """Why a counselor should read this answer, with its priority (lower first), or None."""
+        if turn.guard == "replaced":
+            return ("fact_guard", 2)
+        if turn.retrieval.confidence < LOW_CONFIDENCE and not turn.facts_now:
+            return ("low_confidence", 3)
+        if self.rng.random() < self.config.review_sample_rate:
+            return ("sample", 4)
+        return None
+
     def _mention_names(self, text: str) -> list[str]:
         return [m.alias for m in self.retriever.facts.mentions(text)]
 

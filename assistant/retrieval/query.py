@@ -12,12 +12,12 @@ A Latin term (AI, CF, PD) must not touch other Latin letters (AIR, PDF). Targets
 query are not added again.
 
 The lexicon is read once per path (lru_cache). Operators can point `JINRO_LEXICON` at another TSV file (same
-format) or pass `load_lexicon(path)` / `expand(query, lexicon)`.
+format): the edges read it into `Settings.lexicon` and the runtime passes `load_lexicon(path)` to the retriever;
+callers may also pass `expand(query, lexicon)`.
 """
 
 from __future__ import annotations
 
-import os
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -112,8 +112,8 @@ def _load(path: str) -> Lexicon:
 
 
 def load_lexicon(path: str | Path | None = None) -> Lexicon:
-    """The lexicon at `path`, else $JINRO_LEXICON, else the project's data/lexicon/student_terms.tsv (cached)."""
-    chosen = path or os.environ.get("JINRO_LEXICON") or DEFAULT_LEXICON
+    """The lexicon at `path`, else the project's data/lexicon/student_terms.tsv (cached)."""
+    chosen = path or DEFAULT_LEXICON
     return _load(str(Path(chosen).resolve()))
 
 

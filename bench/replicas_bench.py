@@ -38,7 +38,7 @@ OUT = ROOT / "bench" / "out"
 REDIS_URL = "redis://127.0.0.1:6379/14"  # flushed before and after
 
 
-def ingest(url: str, directory: Path, embedder, lines: list[str], vector_store: str) -> float:  # noqa: ANN001
+def ingest(url: str, directory: Path, embedder, lines: list[str], vector_store: str) -> float:
     """Seconds to build the knowledge DB of `lines` at `url`."""
     t0 = time.perf_counter()
     build_kb(directory, embedder, lines, url=url, vector_store=vector_store)
@@ -114,7 +114,7 @@ def run_stack(name: str, url: str, servers: list[Server], scripts: list[list[str
 def write_readme(r: dict) -> None:
     c, rep, one = r["config"], r["replicas"], r["single"]
 
-    def row(label: str, f) -> str:  # noqa: ANN001
+    def row(label: str, f) -> str:
         return f"| {label} | {f(one)} | {f(rep)} |"
 
     if c["records"] >= 6313:
@@ -124,7 +124,7 @@ def write_readme(r: dict) -> None:
         knowledge = (f"**a {c['records']:,}-record subset** of the job dictionary ({c['documents_note']}), not the "
                      "whole 6,313-record dictionary of the `## API` figures, so the SQLite column here, not the "
                      "`## API` table, is the like-for-like baseline.")
-    lat = lambda x: f"{x['latency_ms']['p50']} / {x['latency_ms']['p95']} / {x['latency_ms']['p99']} ms"  # noqa: E731
+    lat = lambda x: f"{x['latency_ms']['p50']} / {x['latency_ms']['p95']} / {x['latency_ms']['p99']} ms"
     section = f"""## Replicas
 
 `{c['command']}` — the `## API` load ({c['sessions']} concurrent sessions x {c['turns']} turns, grounded generator,

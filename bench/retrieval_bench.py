@@ -65,7 +65,7 @@ def ensure_corpus(data_dir: Path) -> None:
                    env=env, check=True, cwd=ROOT)
 
 
-def load_chunks(factory) -> dict[str, Any]:  # noqa: ANN001
+def load_chunks(factory) -> dict[str, Any]:
     from sqlalchemy import select
 
     from db.models import Chunk, Document
@@ -87,7 +87,7 @@ def load_chunks(factory) -> dict[str, Any]:  # noqa: ANN001
 # ------------------------------------------------------------------------------------------ LangChain side
 
 
-def build_langchain(chunks: dict[str, Any], embedder, k: int) -> dict[str, Any]:  # noqa: ANN001
+def build_langchain(chunks: dict[str, Any], embedder, k: int) -> dict[str, Any]:
     from langchain_classic.retrievers import EnsembleRetriever
     from langchain_community.retrievers import BM25Retriever
     from langchain_community.vectorstores import FAISS
@@ -120,7 +120,7 @@ def build_langchain(chunks: dict[str, Any], embedder, k: int) -> dict[str, Any]:
     return {"ensemble": ensemble, "faiss": dense, "bm25": bm25, "build_s": {"faiss": round(faiss_s, 2), "bm25": round(bm25_s, 2)}}
 
 
-def doc_ranking(docs, k: int) -> list[str]:  # noqa: ANN001
+def doc_ranking(docs, k: int) -> list[str]:
     return list(dict.fromkeys(d.metadata["external_id"] for d in docs))[:k]
 
 
@@ -190,7 +190,7 @@ def quality(data_dir: Path, k: int, search_threads: int) -> dict[str, Any]:
     return out
 
 
-def ours_on_hnsw(know, embedder, questions: Sequence[Question], k: int) -> dict[str, Any]:  # noqa: ANN001
+def ours_on_hnsw(know, embedder, questions: Sequence[Question], k: int) -> dict[str, Any]:
     """The same retriever over an HNSW index of the same vectors: what switching index type costs in quality."""
     from db.vectorstore import FaissStore
 

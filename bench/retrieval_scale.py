@@ -85,7 +85,7 @@ def dense_scale(flat_sizes: Sequence[int], hnsw_sizes: Sequence[int], n_queries:
 
     build_threads = os.cpu_count() or 1
 
-    def timed(store, queries: np.ndarray, k: int, threads: int) -> tuple[float, float]:  # noqa: ANN001
+    def timed(store, queries: np.ndarray, k: int, threads: int) -> tuple[float, float]:
         faiss.omp_set_num_threads(threads)
         try:
             return time_queries(lambda q: store.search(q, k), queries)

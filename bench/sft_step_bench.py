@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def full_loss(model, batch):  # noqa: ANN001, ANN201
+def full_loss(model, batch):
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return masked_loss(logits, batch["labels"])
 

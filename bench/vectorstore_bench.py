@@ -74,7 +74,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / len(t) for f, t in zip(found, truth)]))
 
 
-def latency(store, queries: np.ndarray, warmup: int = 30) -> tuple[dict, np.ndarray]:  # noqa: ANN001
+def latency(store, queries: np.ndarray, warmup: int = 30) -> tuple[dict, np.ndarray]:
     for q in queries[:warmup]:
         store.search(q[None, :], K)
     times, found = [], []
@@ -135,7 +135,7 @@ def _faiss_child(kind: str, stem: str) -> dict:
     return result
 
 
-def _pg_engine(url: str | None):  # noqa: ANN202
+def _pg_engine(url: str | None):
     """(engine, server or None): the given PostgreSQL, or a pgserver one (PostgreSQL 18 + pgvector) in a temp dir."""
     from db.engine import create_db_engine
 

@@ -27,7 +27,7 @@ def is_sqlite(engine_or_url: Engine | str) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def _set_wal(cur) -> None:  # noqa: ANN001
+def _set_wal(cur) -> None:
     """Switch to WAL. On a fresh file several processes opening it at once can get "database is locked" at once
     (SQLite does not wait on its busy handler for this lock upgrade), so retry for a few seconds."""
     for attempt in retrying(sqlite3.OperationalError, attempts=100, wait=0.05, when=lambda exc: "locked" in str(exc)):
@@ -45,7 +45,7 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:
             cur = dbapi_conn.cursor()
             _set_wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")

@@ -40,7 +40,7 @@ def index_name(model_id: str, dim: int) -> str:
     return f"ix_{TABLE}_hnsw_{slug}_{dim}_{digest}"
 
 
-def _vector_type():  # noqa: ANN202
+def _vector_type():
     try:
         from pgvector.sqlalchemy import Vector
     except ImportError as exc:  # pragma: no cover - pgvector is a dependency

@@ -61,7 +61,7 @@ def index_paths(index_dir: Path, model_id: str) -> tuple[Path, Path]:
     return index_dir / f"{slug}.faiss", index_dir / f"{slug}.json"
 
 
-def _atomic_write(path: Path, write) -> None:  # noqa: ANN001
+def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)

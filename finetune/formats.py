@@ -117,7 +117,7 @@ def read_json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]] | DataF
             yield (f"{path}:{lineno}", obj) if isinstance(obj, dict) else DataFormatError(f"{path}:{lineno}", "not an object")
 
 
-def _records(path: Path, convert) -> Iterator[Conversation | DataFormatError]:  # noqa: ANN001
+def _records(path: Path, convert) -> Iterator[Conversation | DataFormatError]:
     for item in read_json_records(path):
         if isinstance(item, DataFormatError):
             yield item

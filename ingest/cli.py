@@ -96,7 +96,7 @@ def jobs(
     _summarise(report)
 
 
-def _doc_items(paths: list[Path], options: ReaderOptions, report_skip) -> Iterator:  # noqa: ANN001
+def _doc_items(paths: list[Path], options: ReaderOptions, report_skip) -> Iterator:
     for root in paths:
         base = root if root.is_dir() else root.parent
         for file in iter_files([root]):

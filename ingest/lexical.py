@@ -21,7 +21,7 @@ _lock = threading.Lock()
 
 
 @lru_cache(maxsize=1)
-def shared_kiwi():  # noqa: ANN201
+def shared_kiwi():
     """The process's one Kiwi analyser (its model takes ~2.5 s and ~400 MB to load)."""
     from kiwipiepy import Kiwi
 
@@ -31,7 +31,7 @@ def shared_kiwi():  # noqa: ANN201
 _kiwi = shared_kiwi
 
 
-def _terms(tokens) -> list[str]:  # noqa: ANN001
+def _terms(tokens) -> list[str]:
     out = []
     for t in tokens:
         tag = t.tag

@@ -20,7 +20,7 @@ from ingest.indexing import diff_index, knowledge_version
 from ingest.knowledge import Knowledge
 
 
-def _index_bytes(store) -> int:  # noqa: ANN001
+def _index_bytes(store) -> int:
     path = getattr(store, "index_path", None)
     if path is not None:
         return path.stat().st_size if path.exists() else 0
@@ -29,7 +29,7 @@ def _index_bytes(store) -> int:  # noqa: ANN001
 
 def knowledge_status(k: Knowledge, store: FaissStore) -> dict[str, Any]:
     with k.factory() as s:
-        def count(col) -> int:  # noqa: ANN001
+        def count(col) -> int:
             return int(s.scalar(select(func.count(col))) or 0)
 
         by_kind = dict(s.execute(select(Document.kind, func.count(Document.id)).group_by(Document.kind)).all())

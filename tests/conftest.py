@@ -76,7 +76,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: printed after pytest's own short test summary
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001, ANN201, ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """A loud banner when PostgreSQL tests were skipped (counted from the reports, so it works under xdist too)."""
     result = yield
     postgres_banner(terminalreporter)
@@ -116,7 +116,7 @@ def embedder():
 
 
 @pytest.fixture(scope="session")
-def api_embedder(embedder, request: pytest.FixtureRequest,  # noqa: ANN001
+def api_embedder(embedder, request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> DiskCachedEmbedder:
     """The real embedder memoised on disk (pytest's cache dir, kept between runs): what the API tests build their
     knowledge DB with, so only the first run on a machine pays for embedding it."""

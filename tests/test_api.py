@@ -27,12 +27,12 @@ PROBLEM_KEYS = {"type", "title", "status", "detail"}
 # ------------------------------------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="module")
-def kb(api_embedder, tmp_path_factory) -> KB:  # noqa: ANN001
+def kb(api_embedder, tmp_path_factory) -> KB:
     return clone_kb(template_kb(tmp_path_factory.getbasetemp(), api_embedder), tmp_path_factory.mktemp("api-kb"))
 
 
 @pytest.fixture(scope="module")
-def runtime(kb, api_embedder):  # noqa: ANN001, ANN201
+def runtime(kb, api_embedder):
     rt = make_runtime(kb, api_embedder)
     rt.counselor.warm()
     yield rt
@@ -40,25 +40,25 @@ def runtime(kb, api_embedder):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="module")
-def app(kb, runtime):  # noqa: ANN001, ANN201
+def app(kb, runtime):
     return create_app(kb.settings(max_body_bytes=64 * 1024, max_upload_bytes=1024 * 1024), runtime=runtime)
 
 
 @pytest.fixture(scope="module")
-def client(app):  # noqa: ANN001, ANN201
+def client(app):
     with TestClient(app) as c:
         assert app.state.jinro.ready.wait(60)
         yield c
 
 
 @pytest.fixture(scope="module")
-def keys(kb) -> dict[str, str]:  # noqa: ANN001
+def keys(kb) -> dict[str, str]:
     return {"client": new_key(kb.url, "client"), "client2": new_key(kb.url, "client", "second client"),
             "reviewer": new_key(kb.url, "reviewer"), "admin": new_key(kb.url, "admin")}
 
 
 @pytest.fixture(scope="module")
-def H(keys) -> dict[str, dict[str, str]]:  # noqa: ANN001, N802
+def H(keys) -> dict[str, dict[str, str]]:
     return {role: bearer(k) for role, k in keys.items()}
 
 
@@ -83,7 +83,7 @@ def assert_problem(r: httpx.Response, status: int) -> dict:
     return body
 
 
-def db_count(kb: KB, runtime, model, *where) -> int:  # noqa: ANN001
+def db_count(kb: KB, runtime, model, *where) -> int:
     with runtime.knowledge.factory() as s:
         return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
@@ -106,7 +106,7 @@ def test_openapi_and_docs(client: TestClient) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
-def test_session_lifecycle_and_erasure(client: TestClient, H: dict, kb: KB, runtime) -> None:  # noqa: ANN001
+def test_session_lifecycle_and_erasure(client: TestClient, H: dict, kb: KB, runtime) -> None:
     sid = new_session(client, H["client"], {"school": "고2", "interests": ["동물", "그림"]})
     body = client.get(f"/v1/sessions/{sid}", headers=H["client"]).json()
     assert body["profile"] == {"school": ["고2"], "interests": ["동물", "그림"]}
@@ -148,7 +148,7 @@ def test_list_sessions_is_paged_and_own(client: TestClient, H: dict) -> None:
     assert_problem(client.get("/v1/sessions?limit=0", headers=H["client2"]), 422)
 
 
-def test_session_expires_after_idle_time(client: TestClient, H: dict, runtime) -> None:  # noqa: ANN001
+def test_session_expires_after_idle_time(client: TestClient, H: dict, runtime) -> None:
     sid = new_session(client, H["client"])
     with runtime.knowledge.factory() as s:
         s.execute(update(ChatSession).where(ChatSession.id == sid)
@@ -159,7 +159,7 @@ def test_session_expires_after_idle_time(client: TestClient, H: dict, runtime) -
     assert_problem(client.post(f"/v1/sessions/{sid}/messages", json={"text": "안녕"}, headers=H["client"]), 404)
 
 
-def test_resume_after_restart(kb: KB, api_embedder, H: dict, client: TestClient) -> None:  # noqa: ANN001
+def test_resume_after_restart(kb: KB, api_embedder, H: dict, client: TestClient) -> None:
     sid = new_session(client, H["client"])
     turn(client, H["client"], sid, "저는 고2인데 동물을 좋아해요")
     turn(client, H["client"], sid, "수의사가 되고 싶어요")
@@ -176,7 +176,7 @@ def test_resume_after_restart(kb: KB, api_embedder, H: dict, client: TestClient)
 
 # ------------------------------------------------------------------------------------------------ messages
 
-def test_message_json(client: TestClient, H: dict, kb: KB, runtime) -> None:  # noqa: ANN001
+def test_message_json(client: TestClient, H: dict, kb: KB, runtime) -> None:
     sid = new_session(client, H["client"])
     body = turn(client, H["client"], sid, "웹디자이너가 되려면 어떤 공부를 해야 해요?")
     assert body["session_id"] == sid and body["message_id"] > 0 and "웹디자이너" in body["answer"]
@@ -209,10 +209,10 @@ def test_message_sse(client: TestClient, H: dict) -> None:
     assert_problem(r, 404)
 
 
-def test_sse_error_after_start_is_an_error_event(client: TestClient, H: dict, runtime, monkeypatch) -> None:  # noqa: ANN001
+def test_sse_error_after_start_is_an_error_event(client: TestClient, H: dict, runtime, monkeypatch) -> None:
     from assistant.errors import ConcurrentTurn
 
-    def broken(session_id, text, owner=None):  # noqa: ANN001, ANN202
+    def broken(session_id, text, owner=None):
         yield "안녕하세요, "
         raise ConcurrentTurn("could not store the turn — please send it again")
 
@@ -238,7 +238,7 @@ def test_history_paging(client: TestClient, H: dict) -> None:
     assert older["items"][0]["text"] == "안녕하세요"
 
 
-def test_feedback_queues_negative_answers(client: TestClient, H: dict, runtime) -> None:  # noqa: ANN001
+def test_feedback_queues_negative_answers(client: TestClient, H: dict, runtime) -> None:
     sid = new_session(client, H["client"])
     good = turn(client, H["client"], sid, "간호사는 무슨 일을 해요?")
     r = client.post(f"/v1/messages/{good['message_id']}/feedback", json={"rating": "up", "comment": "좋아요"},
@@ -447,7 +447,7 @@ def test_health_ready_metrics(client: TestClient, H: dict) -> None:
     assert sid not in text  # route templates, never raw paths
 
 
-def test_not_ready_with_an_empty_knowledge_db(tmp_path: Path, api_embedder) -> None:  # noqa: ANN001
+def test_not_ready_with_an_empty_knowledge_db(tmp_path: Path, api_embedder) -> None:
     empty = KB(tmp_path / "empty", f"sqlite:///{tmp_path / 'empty' / 'jinro.db'}")
     rt = make_runtime(empty, api_embedder)
     try:
@@ -460,7 +460,7 @@ def test_not_ready_with_an_empty_knowledge_db(tmp_path: Path, api_embedder) -> N
         rt.knowledge.engine.dispose()
 
 
-def test_problem_documents(client: TestClient, H: dict, kb: KB, runtime, keys) -> None:  # noqa: ANN001
+def test_problem_documents(client: TestClient, H: dict, kb: KB, runtime, keys) -> None:
     assert_problem(client.get("/v1/sessions"), 401)
     r = assert_problem(client.get("/v1/sessions", headers=bearer("jnr_" + "x" * 43)), 401)
     assert "unknown or revoked" in r["detail"]

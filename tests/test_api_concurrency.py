@@ -47,7 +47,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stacks(api_embedder, tmp_path_factory):  # noqa: ANN001, ANN201
+def stacks(api_embedder, tmp_path_factory):
     """Both databases with their servers, started together (their start-up overlaps)."""
     emb = api_embedder
     base = tmp_path_factory.mktemp("concurrency")
@@ -102,7 +102,7 @@ async def _turn(http: httpx.AsyncClient, stack: Stack, sid: str, text: str, sse:
     raise AssertionError(f"turn {text!r} of {sid} kept failing")
 
 
-async def _aparse(r: httpx.Response):  # noqa: ANN202
+async def _aparse(r: httpx.Response):
     lines = [line async for line in r.aiter_lines()]
     for e in parse_sse(lines):
         yield e

@@ -24,7 +24,7 @@ BUDGET_S = 60
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(api_embedder, tmp_path_factory):  # noqa: ANN001, ANN201
+def fuzz_app(api_embedder, tmp_path_factory):
     emb = api_embedder
     kb = clone_kb(template_kb(tmp_path_factory.getbasetemp(), emb), tmp_path_factory.mktemp("fuzz-kb"))
     rt = make_runtime(kb, emb, review_sample_rate=0.5)  # reviews exist for the review operations to find
@@ -41,7 +41,7 @@ def fuzz_app(api_embedder, tmp_path_factory):  # noqa: ANN001, ANN201
     rt.knowledge.engine.dispose()
 
 
-def test_no_server_errors_on_generated_requests(fuzz_app) -> None:  # noqa: ANN001
+def test_no_server_errors_on_generated_requests(fuzz_app) -> None:
     app, admin, known = fuzz_app
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -59,14 +59,14 @@ def test_no_server_errors_on_generated_requests(fuzz_app) -> None:  # noqa: ANN0
         @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy(mode, path_parameters=path_parameters))
-        def run(case) -> None:  # noqa: ANN001
+        def run(case) -> None:
             response = case.call(headers=bearer(admin))
             statuses[response.status_code] += 1
             if response.status_code >= 500:
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}")
             try:
                 case.validate_response(response, checks=[not_a_server_error], headers=bearer(admin))
-            except Exception as exc:  # noqa: BLE001 - collected and reported together
+            except Exception as exc:
                 failures.append(f"{case.method} {case.formatted_path}: {exc}")
 
         try:

@@ -28,12 +28,12 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")
-def kb(api_embedder, tmp_path_factory) -> KB:  # noqa: ANN001
+def kb(api_embedder, tmp_path_factory) -> KB:
     return clone_kb(template_kb(tmp_path_factory.getbasetemp(), api_embedder), tmp_path_factory.mktemp("sec-kb"))
 
 
 @pytest.fixture(scope="module")
-def runtime(kb, api_embedder):  # noqa: ANN001, ANN201
+def runtime(kb, api_embedder):
     rt = make_runtime(kb, api_embedder)
     rt.counselor.warm()
     yield rt
@@ -41,24 +41,24 @@ def runtime(kb, api_embedder):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="module")
-def app(kb, runtime):  # noqa: ANN001, ANN201
+def app(kb, runtime):
     return create_app(kb.settings(), runtime=runtime)
 
 
 @pytest.fixture(scope="module")
-def client(app):  # noqa: ANN001, ANN201
+def client(app):
     with TestClient(app) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def keys(kb) -> dict[str, str]:  # noqa: ANN001
+def keys(kb) -> dict[str, str]:
     return {"alice": new_key(kb.url, "client", "alice"), "bob": new_key(kb.url, "client", "bob"),
             "reviewer": new_key(kb.url, "reviewer"), "admin": new_key(kb.url, "admin")}
 
 
 @pytest.fixture(scope="module")
-def alice_session(client, keys):  # noqa: ANN001, ANN201
+def alice_session(client, keys):
     """Alice's session with one turn: (session id, counselor message id)."""
     sid = client.post("/v1/sessions", json={"profile": {"school": "고1"}}, headers=bearer(keys["alice"])).json()["id"]
     r = client.post(f"/v1/sessions/{sid}/messages", json={"text": "간호사가 되고 싶어요"}, headers=bearer(keys["alice"]))
@@ -79,13 +79,13 @@ SESSION_ROUTES = {
 }
 
 
-def test_session_route_list_is_complete(app) -> None:  # noqa: ANN001
+def test_session_route_list_is_complete(app) -> None:
     named = {(method.upper(), path) for path, ops in app.openapi()["paths"].items() for method in ops
              if "{session_id}" in path or "{message_id}" in path}
     assert named == {(m, p.split("#")[0]) for m, p in SESSION_ROUTES}
 
 
-def _snapshot(runtime, sid: str) -> tuple:  # noqa: ANN001
+def _snapshot(runtime, sid: str) -> tuple:
     with runtime.knowledge.factory() as s:
         row = s.get(ChatSession, sid)
         n = s.scalar(select(func.count(Message.id)).where(Message.session_id == sid))
@@ -93,7 +93,7 @@ def _snapshot(runtime, sid: str) -> tuple:  # noqa: ANN001
 
 
 @pytest.mark.parametrize(("method", "path"), list(SESSION_ROUTES), ids=[f"{m} {p}" for m, p in SESSION_ROUTES])
-def test_another_clients_session_is_404(method: str, path: str, client, keys, alice_session, runtime) -> None:  # noqa: ANN001
+def test_another_clients_session_is_404(method: str, path: str, client, keys, alice_session, runtime) -> None:
     sid, message_id = alice_session
     before = _snapshot(runtime, sid)
     url = path.split("#")[0].format(session_id=sid, message_id=message_id)
@@ -109,7 +109,7 @@ def test_another_clients_session_is_404(method: str, path: str, client, keys, al
     assert client.get(f"/v1/sessions/{sid}", headers=bearer(keys["alice"])).status_code == 200
 
 
-def test_other_clients_cannot_list_or_name_a_session(client, keys, alice_session, runtime) -> None:  # noqa: ANN001
+def test_other_clients_cannot_list_or_name_a_session(client, keys, alice_session, runtime) -> None:
     sid, _ = alice_session
     listed = client.get("/v1/sessions?limit=200", headers=bearer(keys["bob"])).json()["items"]
     assert sid not in [s["id"] for s in listed]
@@ -120,7 +120,7 @@ def test_other_clients_cannot_list_or_name_a_session(client, keys, alice_session
     assert _snapshot(runtime, sid) == before
 
 
-def test_admin_reaches_any_session(client, keys, alice_session) -> None:  # noqa: ANN001
+def test_admin_reaches_any_session(client, keys, alice_session) -> None:
     sid, _ = alice_session
     assert client.get(f"/v1/sessions/{sid}", headers=bearer(keys["admin"])).status_code == 200
     assert client.get(f"/v1/sessions/{sid}", headers=bearer(keys["reviewer"])).status_code == 404
@@ -134,7 +134,7 @@ ADMIN_ROUTES = [("GET", "/v1/knowledge/documents"), ("GET", "/v1/knowledge/stats
 
 
 @pytest.mark.parametrize("role", ["alice", "reviewer", "admin"])
-def test_roles(role: str, client, keys) -> None:  # noqa: ANN001
+def test_roles(role: str, client, keys) -> None:
     allowed_review, allowed_admin = role in ("reviewer", "admin"), role == "admin"
     for method, path in REVIEW_ROUTES + ADMIN_ROUTES:
         r = client.request(method, path, headers=bearer(keys[role]))
@@ -146,7 +146,7 @@ def test_roles(role: str, client, keys) -> None:  # noqa: ANN001
             assert "needs" in r.json()["detail"] and r.headers["content-type"].startswith("application/problem+json")
 
 
-def test_missing_bad_and_revoked_keys_are_401(client, kb) -> None:  # noqa: ANN001
+def test_missing_bad_and_revoked_keys_are_401(client, kb) -> None:
     key = new_key(kb.url, "client", "to revoke")
     assert client.get("/v1/sessions", headers=bearer(key)).status_code == 200
     for headers in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, bearer("not-a-key"), bearer(key + "x")):
@@ -158,7 +158,7 @@ def test_missing_bad_and_revoked_keys_are_401(client, kb) -> None:  # noqa: ANN0
     assert client.get("/v1/sessions", headers=bearer(key)).status_code == 401
 
 
-def test_keys_are_stored_hashed(kb, keys, runtime) -> None:  # noqa: ANN001
+def test_keys_are_stored_hashed(kb, keys, runtime) -> None:
     with runtime.knowledge.factory() as s:
         rows = {r.name: r for r in s.scalars(select(ApiKey))}
         dump = json.dumps([[str(getattr(r, c.name)) for c in ApiKey.__table__.columns] for r in rows.values()])
@@ -172,7 +172,7 @@ def test_keys_are_stored_hashed(kb, keys, runtime) -> None:  # noqa: ANN001
     assert {"alice", "bob"} <= {k["name"] for k in json.loads(listed.stdout)}
 
 
-def test_keys_never_reach_the_logs(client, keys, caplog) -> None:  # noqa: ANN001
+def test_keys_never_reach_the_logs(client, keys, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     key = keys["alice"]
     client.get("/v1/sessions", headers=bearer(key))
@@ -185,7 +185,7 @@ def test_keys_never_reach_the_logs(client, keys, caplog) -> None:  # noqa: ANN00
     assert key not in text and key[12:30] not in text and (key[:-3] + "abc")[12:] not in text
 
 
-def test_scrubber_keeps_uvicorn_access_records_formattable(keys) -> None:  # noqa: ANN001
+def test_scrubber_keeps_uvicorn_access_records_formattable(keys) -> None:
     key = keys["bob"]
     record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
                                ("127.0.0.1:5000", "GET", f"/v1/sessions?key={key}", "1.1", 200), None)
@@ -195,7 +195,7 @@ def test_scrubber_keeps_uvicorn_access_records_formattable(keys) -> None:  # noq
 
 
 @pytest.mark.slow
-def test_real_server_logs_have_no_keys(tmp_path: Path, kb: KB) -> None:  # noqa: ANN001
+def test_real_server_logs_have_no_keys(tmp_path: Path, kb: KB) -> None:
     key = new_key(kb.url, "client", "logged")
     server = Server(kb, tmp_path / "logs", args=["--log-level", "debug"]).start()
     try:
@@ -212,7 +212,7 @@ def test_real_server_logs_have_no_keys(tmp_path: Path, kb: KB) -> None:  # noqa:
     assert key not in logs and key[12:] not in logs
 
 
-def test_rate_limit_in_process(kb, runtime, keys) -> None:  # noqa: ANN001
+def test_rate_limit_in_process(kb, runtime, keys) -> None:
     app = create_app(kb.settings(rate_limit_per_minute=60, rate_limit_burst=3), runtime=runtime)
     with TestClient(app) as c:
         codes = [c.get("/v1/sessions", headers=bearer(keys["alice"])).status_code for _ in range(5)]
@@ -226,11 +226,11 @@ def _redis_or_skip() -> None:
         import redis
 
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.skip(f"Redis at {REDIS_URL} unavailable: {exc}")
 
 
-def test_rate_limit_in_redis_is_shared_by_workers(kb, runtime, keys) -> None:  # noqa: ANN001
+def test_rate_limit_in_redis_is_shared_by_workers(kb, runtime, keys) -> None:
     _redis_or_skip()
     namespace = f"jinro-test:{uuid.uuid4().hex}"
     one = create_app(kb.settings(), runtime=runtime, limiter=build_limiter(30, 3, REDIS_URL, namespace=namespace))
@@ -249,7 +249,7 @@ def test_rate_limit_in_redis_is_shared_by_workers(kb, runtime, keys) -> None:  #
     conn.delete(*conn.keys(f"{namespace}:*") or [f"{namespace}:none"])
 
 
-def test_rate_limit_survives_redis_outage(kb, runtime, keys, caplog) -> None:  # noqa: ANN001
+def test_rate_limit_survives_redis_outage(kb, runtime, keys, caplog) -> None:
     limiter = build_limiter(60, 2, "redis://127.0.0.1:1/0")
     with TestClient(create_app(kb.settings(), runtime=runtime, limiter=limiter)) as c:
         codes = [c.get("/v1/sessions", headers=bearer(keys["alice"])).status_code for _ in range(3)]

@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:  # noqa: ANN001
+def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:
     kb = build_kb(tmp_path_factory.mktemp("dialogue-kb"), embedder, retrieval_lines(80), keep_open=True)
     yield kb
     kb.close()

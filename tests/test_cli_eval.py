@@ -21,14 +21,14 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:  # noqa: ANN001
+def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:
     kb = module_kb(tmp_path_factory, embedder, "cli-kb")
     yield kb
     kb.close()
 
 
 @pytest.fixture
-def same_model(embedder, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def same_model(embedder, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI loads the configured model through load_embedder; hand it the session's (cached) instance of the
     same model, so documents the test KB already embedded are not embedded again. Latency is not asserted here."""
     import ingest.knowledge
@@ -49,7 +49,7 @@ def questions(tmp_path: Path) -> Path:
     return path
 
 
-def invoke(*args: str):  # noqa: ANN201
+def invoke(*args: str):
     return runner.invoke(app, ["eval", *args], env={"COLUMNS": "200"})
 
 

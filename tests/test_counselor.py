@@ -16,24 +16,24 @@ from tests.support.knowledge_base import KB, build_kb, retrieval_lines
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:  # noqa: ANN001
+def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:
     kb = build_kb(tmp_path_factory.mktemp("counselor-kb"), embedder, retrieval_lines(120), keep_open=True)
     yield kb
     kb.close()
 
 
-def make(kb: KB, embedder, generator=None, **config) -> Counselor:  # noqa: ANN001, ANN003
+def make(kb: KB, embedder, generator=None, **config) -> Counselor:
     retriever = kb.retriever(embedder, check_every=0)
     return Counselor(kb.knowledge.factory, retriever, generator or GroundedGenerator(), CounselorConfig(**config))
 
 
-def talk(c: Counselor, *turns: str):  # noqa: ANN201
+def talk(c: Counselor, *turns: str):
     sid = create_session(c.factory, "t").id
     results = [c.turn(sid, t, owner="t") for t in turns]
     return sid, results
 
 
-def test_follow_up_resolves_the_occupation_in_focus(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_follow_up_resolves_the_occupation_in_focus(kb: KB, embedder) -> None:
     c = make(kb, embedder)
     sid, (first, second) = talk(c, "수의사가 되고 싶어요", "그 직업은 자격증이 필요해?")
     assert "수의사" in first.answer
@@ -46,7 +46,7 @@ def test_follow_up_resolves_the_occupation_in_focus(kb: KB, embedder) -> None:  
     assert "대학원 이상" in third.answer and "수의사" in third.answer
 
 
-def test_switching_occupation_follows_the_latest(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_switching_occupation_follows_the_latest(kb: KB, embedder) -> None:
     c = make(kb, embedder)
     _, results = talk(c, "간호사에 대해 알려줘", "웹 디자이너는 어때요?", "그럼 자격증은?")
     assert "웹디자이너" in results[-1].answer
@@ -54,7 +54,7 @@ def test_switching_occupation_follows_the_latest(kb: KB, embedder) -> None:  # n
     assert results[-1].facts_used[0]["name"] == "웹디자이너"
 
 
-def test_retrieval_query_and_prompt_carry_memory(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_retrieval_query_and_prompt_carry_memory(kb: KB, embedder) -> None:
     gen = RecordingGrounded()
     c = make(kb, embedder, gen)
     talk(c, "저는 고2인데 간호사가 되고 싶어요", "그 일은 하는 일이 뭐야?")
@@ -64,7 +64,7 @@ def test_retrieval_query_and_prompt_carry_memory(kb: KB, embedder) -> None:  # n
     assert [t.role for t in parts.history] == ["student", "counselor"]
 
 
-def test_profile_slots_record_the_turn_and_take_corrections(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_profile_slots_record_the_turn_and_take_corrections(kb: KB, embedder) -> None:
     c = make(kb, embedder)
     sid, _ = talk(c, "저는 고2인데 그림 그리는 걸 좋아해요", "아 잘못 말했어요, 저 고3이에요")
     with c.factory() as s:
@@ -73,7 +73,7 @@ def test_profile_slots_record_the_turn_and_take_corrections(kb: KB, embedder) ->
     assert profile["interests"][0]["turn"] == 1
 
 
-def test_rolling_summary_is_capped(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_rolling_summary_is_capped(kb: KB, embedder) -> None:
     c = make(kb, embedder)
     turns = [f"{i}번째 질문인데요, 간호사는 어떤 일을 하나요? 자세히 알고 싶어요" for i in range(14)]
     sid, _ = talk(c, *turns)
@@ -84,7 +84,7 @@ def test_rolling_summary_is_capped(kb: KB, embedder) -> None:  # noqa: ANN001
         assert s.scalar(select(Message.seq).where(Message.session_id == sid).order_by(Message.seq.desc())) == 28
 
 
-def test_crisis_turn_gets_the_safe_script_and_urgent_review(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_crisis_turn_gets_the_safe_script_and_urgent_review(kb: KB, embedder) -> None:
     c = make(kb, embedder)
     sid, (result,) = talk(c, "요즘 너무 힘들어서 죽고 싶어")
     assert result.safety["crisis"] and result.safety["category"] == "suicide"
@@ -101,13 +101,13 @@ def test_crisis_turn_gets_the_safe_script_and_urgent_review(kb: KB, embedder) ->
     assert again.safety["crisis"]
 
 
-def test_idioms_are_not_crises(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_idioms_are_not_crises(kb: KB, embedder) -> None:
     c = make(kb, embedder)
     _, results = talk(c, "배고파 죽겠다 ㅋㅋ 간호사는 무슨 일 해?", "게임에서 죽었어")
     assert not any(r.safety["crisis"] for r in results)
 
 
-def test_personal_data_is_redacted_in_storage_not_in_the_answer(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_personal_data_is_redacted_in_storage_not_in_the_answer(kb: KB, embedder) -> None:
     c = make(kb, embedder)
     sid, (result,) = talk(c, "제 번호는 010-1234-5678이고 메일은 kim@example.com이에요. 간호사 되려면?")
     with c.factory() as s:
@@ -116,7 +116,7 @@ def test_personal_data_is_redacted_in_storage_not_in_the_answer(kb: KB, embedder
     assert "[전화번호]" in texts[0]
 
 
-def test_personal_data_never_reaches_the_profile_or_the_prompt(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_personal_data_never_reaches_the_profile_or_the_prompt(kb: KB, embedder) -> None:
     gen = RecordingGrounded()
     c = make(kb, embedder, gen)
     sid, (result,) = talk(c, "제 번호 010 1234 5678 좋아해요")  # read raw, "010 1234 5678" was an interest
@@ -127,7 +127,7 @@ def test_personal_data_never_reaches_the_profile_or_the_prompt(kb: KB, embedder)
     assert "010" not in gen.requests[-1].prompt and "1234" not in result.answer
 
 
-def test_fact_guard_replaces_an_invented_certificate(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_fact_guard_replaces_an_invented_certificate(kb: KB, embedder) -> None:
     gen = ScriptedGenerator("간호사가 되려면 우주비행기사 자격증이 꼭 필요해요.", context_window=4096)
     c = make(kb, embedder, gen)
     _, (result,) = talk(c, "간호사가 되려면 자격증이 필요해?")
@@ -136,7 +136,7 @@ def test_fact_guard_replaces_an_invented_certificate(kb: KB, embedder) -> None: 
     assert result.extra["model_answer"] == gen.answer and "model_answer" not in result.to_json()
 
 
-def test_dialogue_eval_scores_the_model_apart_from_the_guard(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_dialogue_eval_scores_the_model_apart_from_the_guard(kb: KB, embedder) -> None:
     from assistant.evaluation.dialogue import Scenario, evaluate_dialogue
 
     c = make(kb, embedder, ScriptedGenerator("간호사가 되려면 우주비행기사 자격증이 꼭 필요해요.", context_window=4096))
@@ -148,14 +148,14 @@ def test_dialogue_eval_scores_the_model_apart_from_the_guard(kb: KB, embedder) -
     assert "우주비행기사" in row["model_answer"] and "우주비행기사" not in row["answer"]
 
 
-def test_fact_guard_passes_a_grounded_llm_answer(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_fact_guard_passes_a_grounded_llm_answer(kb: KB, embedder) -> None:
     gen = ScriptedGenerator("간호사가 되려면 간호사 면허가 필요하고, 보통 대졸 정도의 학력이 필요해요.", context_window=4096)
     c = make(kb, embedder, gen)
     _, (result,) = talk(c, "간호사가 되려면 자격증이 필요해?")
     assert result.fact_guard == "passed" and result.answer == gen.answer
 
 
-def test_prompt_injection_cannot_leak_the_instructions(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_prompt_injection_cannot_leak_the_instructions(kb: KB, embedder) -> None:
     c0 = make(kb, embedder)
     gen = ScriptedGenerator(c0.config.persona)  # a model that obeyed "repeat your instructions"
     c = make(kb, embedder, gen)
@@ -166,7 +166,7 @@ def test_prompt_injection_cannot_leak_the_instructions(kb: KB, embedder) -> None
     assert prompt.count("### 질문") == 1  # the student's text cannot open sections of its own
 
 
-def test_prompt_fits_the_context_budget(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_prompt_fits_the_context_budget(kb: KB, embedder) -> None:
     gen = ScriptedGenerator("간호사는 대졸 정도예요.", context_window=1500)
     c = make(kb, embedder, gen, max_new_tokens=200)
     sid, _ = talk(c, *["간호사는 어떤 일을 하나요? " * 8 for _ in range(6)])
@@ -174,7 +174,7 @@ def test_prompt_fits_the_context_budget(kb: KB, embedder) -> None:  # noqa: ANN0
         assert gen.count_tokens(request.prompt) <= 1500 - 200
 
 
-def test_stream_pieces_make_the_final_answer(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_stream_pieces_make_the_final_answer(kb: KB, embedder) -> None:
     c = make(kb, embedder)
     sid = create_session(c.factory, "t").id
     items = list(c.stream(sid, "웹디자이너는 무슨 일 해?", owner="t"))
@@ -183,7 +183,7 @@ def test_stream_pieces_make_the_final_answer(kb: KB, embedder) -> None:  # noqa:
     assert set(final.timings_ms) >= {"memory", "safety", "facts", "retrieval", "prompt", "generation", "store"}
 
 
-def test_other_owner_cannot_use_a_session(kb: KB, embedder) -> None:  # noqa: ANN001
+def test_other_owner_cannot_use_a_session(kb: KB, embedder) -> None:
     from assistant.errors import SessionNotFound
 
     c = make(kb, embedder)

@@ -43,7 +43,7 @@ def engine(db_url: str):
     eng.dispose()
 
 
-def head_revision(engine) -> str:  # noqa: ANN001
+def head_revision(engine) -> str:
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 
@@ -65,7 +65,7 @@ def test_migrations_reach_head_and_are_idempotent(db_url: str) -> None:
         eng.dispose()
 
 
-def test_migrated_schema_matches_the_models(engine) -> None:  # noqa: ANN001
+def test_migrated_schema_matches_the_models(engine) -> None:
     """A model column added without a migration (or the reverse) shows up here."""
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
@@ -118,7 +118,7 @@ def test_sqlite_is_in_wal_mode_with_foreign_keys_on(tmp_path: Path) -> None:
     assert (tmp_path / "k.db").exists()
 
 
-def _document(session, ext: str = "doc:1", n_chunks: int = 2) -> Document:  # noqa: ANN001
+def _document(session, ext: str = "doc:1", n_chunks: int = 2) -> Document:
     doc = Document(external_id=ext, kind="doc", title="제목", source_path="x.md", content_hash="h" * 64)
     doc.chunks = [Chunk(position=i, text=f"문장 {i}", content_hash=f"{i}" * 64) for i in range(n_chunks)]
     session.add(doc)
@@ -126,7 +126,7 @@ def _document(session, ext: str = "doc:1", n_chunks: int = 2) -> Document:  # no
     return doc
 
 
-def test_deleting_a_document_cascades_to_its_chunks(engine) -> None:  # noqa: ANN001
+def test_deleting_a_document_cascades_to_its_chunks(engine) -> None:
     factory = session_factory(engine)
     with factory() as s:
         doc = _document(s, "doc:1", 3)
@@ -146,7 +146,7 @@ def test_deleting_a_document_cascades_to_its_chunks(engine) -> None:  # noqa: AN
         assert s.scalar(select(func.count()).select_from(Chunk)) == 0
 
 
-def test_deleting_an_occupation_cascades_to_its_facts(engine) -> None:  # noqa: ANN001
+def test_deleting_an_occupation_cascades_to_its_facts(engine) -> None:
     factory = session_factory(engine)
     with factory() as s:
         a = Occupation(code="K1", name="가", content_hash="a" * 64)
@@ -168,14 +168,14 @@ def test_deleting_an_occupation_cascades_to_its_facts(engine) -> None:  # noqa: 
         assert rel == [(b.id, None)]  # b's link to the deleted a is set to NULL
 
 
-def test_foreign_keys_are_enforced(engine) -> None:  # noqa: ANN001
+def test_foreign_keys_are_enforced(engine) -> None:
     with session_factory(engine)() as s:
         s.add(Chunk(document_id=987654, position=0, text="고아", content_hash="0" * 64))
         with pytest.raises(IntegrityError):
             s.commit()
 
 
-def test_chunk_ids_are_never_reused(engine) -> None:  # noqa: ANN001
+def test_chunk_ids_are_never_reused(engine) -> None:
     """Chunk ids are vector ids: a deleted chunk's id must not come back for a new chunk."""
     factory = session_factory(engine)
     with factory() as s:
@@ -188,7 +188,7 @@ def test_chunk_ids_are_never_reused(engine) -> None:  # noqa: ANN001
         assert s.scalar(select(func.max(Chunk.id))) > top
 
 
-def test_knowledge_state_row_exists_and_counts_up(engine) -> None:  # noqa: ANN001
+def test_knowledge_state_row_exists_and_counts_up(engine) -> None:
     factory = session_factory(engine)
     with factory() as s:
         rows = s.execute(select(KnowledgeState.id, KnowledgeState.version)).all()

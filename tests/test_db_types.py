@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import event, select
 
-import db.conversation  # noqa: F401  (registers the tables)
+import db.conversation
 import db.models  # noqa: F401
 from db.base import Base
 from db.conversation import ApiKey
@@ -25,7 +25,7 @@ def test_timestamps_come_back_as_aware_utc(db_url: str) -> None:
     if not is_sqlite(engine):  # PostgreSQL answers in the session's zone: make it not UTC
 
         @event.listens_for(engine, "connect")
-        def _seoul(dbapi_conn, _record) -> None:  # noqa: ANN001
+        def _seoul(dbapi_conn, _record) -> None:
             with dbapi_conn.cursor() as cur:
                 cur.execute("SET TIME ZONE 'Asia/Seoul'")
 

@@ -218,7 +218,7 @@ def test_images_are_pinned() -> None:
 
 
 def test_no_literal_secrets() -> None:
-    def walk(node, path=""):  # noqa: ANN001, ANN202
+    def walk(node, path=""):
         if isinstance(node, dict):
             for k, v in node.items():
                 yield from walk(v, f"{path}.{k}")

@@ -40,7 +40,7 @@ from ingest import service
 
 
 @pytest.fixture
-def knowledge(db_url: str, tmp_path: Path, embedder) -> Knowledge:  # noqa: ANN001
+def knowledge(db_url: str, tmp_path: Path, embedder) -> Knowledge:
     k = open_knowledge(db_url, tmp_path / "index", embedder.model_id, embedder=embedder)
     yield k
     k.engine.dispose()
@@ -60,7 +60,7 @@ def chunk_ids(k: Knowledge) -> dict[tuple[str, int], int]:
     return {(ext, pos): cid for ext, pos, cid in rows}
 
 
-def count(k: Knowledge, column) -> int:  # noqa: ANN001
+def count(k: Knowledge, column) -> int:
     with k.factory() as s:
         return int(s.scalar(select(func.count(column))) or 0)
 
@@ -81,7 +81,7 @@ def occupation(k: Knowledge, code: str) -> Occupation:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def test_ingest_jobs_creates_documents_chunks_and_facts(knowledge, embedder, small_jobs, small_jobs_records) -> None:  # noqa: ANN001
+def test_ingest_jobs_creates_documents_chunks_and_facts(knowledge, embedder, small_jobs, small_jobs_records) -> None:
     report, store = ingest_jobs(knowledge, embedder, small_jobs)
     n = len(small_jobs_records)
     assert (report.added, report.updated, report.unchanged, report.problems) == (n, 0, 0, [])
@@ -135,9 +135,9 @@ def test_split_list_keeps_commas_inside_parentheses() -> None:
     assert split_list(None) == () and split_list("") == ()
 
 
-def test_nfd_input_is_stored_as_nfc(knowledge, embedder, small_jobs_records, tmp_path) -> None:  # noqa: ANN001
+def test_nfd_input_is_stored_as_nfc(knowledge, embedder, small_jobs_records, tmp_path) -> None:
     records = [r for r in small_jobs_records if r["dJobCd"] in ("K000001535", "K000001224")]
-    nfd_line = lambda r: unicodedata.normalize("NFD", json.dumps(r, ensure_ascii=False))  # noqa: E731
+    nfd_line = lambda r: unicodedata.normalize("NFD", json.dumps(r, ensure_ascii=False))
     nfd = tmp_path / "nfd.jsonl"
     nfd.write_text("\n".join(nfd_line(r) for r in records) + "\n", encoding="utf-8")
     assert "아동학대전담공무원" not in nfd.read_text(encoding="utf-8")  # really decomposed
@@ -161,7 +161,7 @@ def test_nfd_input_is_stored_as_nfc(knowledge, embedder, small_jobs_records, tmp
 # ------------------------------------------------------------------------------------------------ incremental
 
 
-def test_second_ingest_embeds_nothing_and_keeps_chunk_ids(knowledge, embedder, small_jobs, small_jobs_records) -> None:  # noqa: ANN001
+def test_second_ingest_embeds_nothing_and_keeps_chunk_ids(knowledge, embedder, small_jobs, small_jobs_records) -> None:
     ingest_jobs(knowledge, embedder, small_jobs)
     ids_before, version_before = chunk_ids(knowledge), knowledge_version(knowledge.factory)
     index_file = FaissStore(knowledge.index_dir, embedder.model_id, embedder.dim).index_path
@@ -176,7 +176,7 @@ def test_second_ingest_embeds_nothing_and_keeps_chunk_ids(knowledge, embedder, s
     assert diff_index(knowledge.factory, store).ok
 
 
-def test_changed_record_replaces_only_its_own_chunks(knowledge, embedder, small_jobs, small_jobs_records, tmp_path) -> None:  # noqa: ANN001
+def test_changed_record_replaces_only_its_own_chunks(knowledge, embedder, small_jobs, small_jobs_records, tmp_path) -> None:
     ingest_jobs(knowledge, embedder, small_jobs)
     before = chunk_ids(knowledge)
     code = "K000004270"  # 사회복지사(일반): two chunks, the facts sentences in the last one
@@ -204,7 +204,7 @@ def test_changed_record_replaces_only_its_own_chunks(knowledge, embedder, small_
     assert new_ids <= index_ids and not old_ids & index_ids
 
 
-def test_identical_chunks_reuse_stored_vectors(knowledge, embedder) -> None:  # noqa: ANN001
+def test_identical_chunks_reuse_stored_vectors(knowledge, embedder) -> None:
     text = "진로 상담은 학생의 흥미와 적성을 함께 살핀다. 상담 기록은 다음 상담에 쓰인다."
     first = Ingester(knowledge.factory, embedder).run([SourceDocument("doc:a", "진로 상담", text, "a.md")])
     same = Ingester(knowledge.factory, embedder).run([SourceDocument("doc:b", "진로 상담", text, "b.md")])
@@ -213,7 +213,7 @@ def test_identical_chunks_reuse_stored_vectors(knowledge, embedder) -> None:  # 
     assert other_title.chunks_embedded == 1  # the title is part of what is embedded
 
 
-def test_documents_with_empty_text_or_duplicate_ids_are_reported(knowledge, embedder) -> None:  # noqa: ANN001
+def test_documents_with_empty_text_or_duplicate_ids_are_reported(knowledge, embedder) -> None:
     docs = [
         SourceDocument("doc:a", "가", "첫 번째 문서의 본문이다.", "a.md"),
         SourceDocument("doc:empty", "빈 문서", "  \n ", "empty.md"),
@@ -228,7 +228,7 @@ def test_documents_with_empty_text_or_duplicate_ids_are_reported(knowledge, embe
         assert "첫 번째" in s.scalar(select(Chunk.text))
 
 
-def test_remove_documents_then_sync_removes_their_vectors(knowledge, embedder, small_jobs) -> None:  # noqa: ANN001
+def test_remove_documents_then_sync_removes_their_vectors(knowledge, embedder, small_jobs) -> None:
     _, store = ingest_jobs(knowledge, embedder, small_jobs)
     before = chunk_ids(knowledge)
     gone = {cid for (ext, _), cid in before.items() if ext in ("job:K000001349", "job:K000004270")}
@@ -257,7 +257,7 @@ def test_remove_documents_then_sync_removes_their_vectors(knowledge, embedder, s
 # ------------------------------------------------------------------------------------------------ models
 
 
-def test_other_embedding_model_is_refused_until_reembedded(knowledge, embedder, other_embedder, small_jobs) -> None:  # noqa: ANN001
+def test_other_embedding_model_is_refused_until_reembedded(knowledge, embedder, other_embedder, small_jobs) -> None:
     ingest_jobs(knowledge, embedder, small_jobs)
     ids_before = chunk_ids(knowledge)
     other = other_embedder
@@ -297,7 +297,7 @@ def test_other_embedding_model_is_refused_until_reembedded(knowledge, embedder, 
 # ------------------------------------------------------------------------------------------------ index
 
 
-def test_verify_detects_missing_and_orphan_vectors_and_sync_repairs(knowledge, embedder, small_jobs) -> None:  # noqa: ANN001
+def test_verify_detects_missing_and_orphan_vectors_and_sync_repairs(knowledge, embedder, small_jobs) -> None:
     _, store = ingest_jobs(knowledge, embedder, small_jobs)
     n = count(knowledge, Chunk.id)
     all_ids = sorted(chunk_ids(knowledge).values())
@@ -322,7 +322,7 @@ def test_verify_detects_missing_and_orphan_vectors_and_sync_repairs(knowledge, e
     assert diff_index(knowledge.factory, repaired).ok and sorted(repaired.ids().tolist()) == all_ids
 
 
-def test_faiss_index_is_written_atomically_and_reloads_the_same(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+def test_faiss_index_is_written_atomically_and_reloads_the_same(tmp_path: Path, embedder) -> None:
     store = FaissStore(tmp_path / "index", embedder.model_id, embedder.dim)
     texts = ["간호사는 환자를 돌본다.", "웹디자이너는 화면을 꾸민다.", "수의사는 동물을 치료한다."]
     ids = np.array([7, 3, 42], dtype=np.int64)
@@ -344,7 +344,7 @@ def test_faiss_index_is_written_atomically_and_reloads_the_same(tmp_path: Path, 
         FaissStore(tmp_path / "index", embedder.model_id, 256).load()  # another dimension: refused
 
 
-def test_search_finds_each_document_by_its_own_text(knowledge, embedder, small_jobs) -> None:  # noqa: ANN001
+def test_search_finds_each_document_by_its_own_text(knowledge, embedder, small_jobs) -> None:
     _, store = ingest_jobs(knowledge, embedder, small_jobs)
     with knowledge.factory() as s:
         rows = s.execute(select(Chunk.id, Chunk.text, Document.title, Document.external_id).join(Document)
@@ -360,7 +360,7 @@ def test_search_finds_each_document_by_its_own_text(knowledge, embedder, small_j
     assert "job:K000001535" in found
 
 
-def test_the_service_records_runs_and_repairs_links_on_an_unchanged_run(knowledge, embedder, small_jobs) -> None:  # noqa: ANN001
+def test_the_service_records_runs_and_repairs_links_on_an_unchanged_run(knowledge, embedder, small_jobs) -> None:
     """Every caller (CLI, API upload, serve, eval) gets the same sequence: an unchanged second run still resolves
     relations (a run killed after its last commit left them undone) and leaves the index in sync."""
     first, _ = ingest_jobs(knowledge, embedder, small_jobs)
@@ -384,7 +384,7 @@ def test_the_service_records_runs_and_repairs_links_on_an_unchanged_run(knowledg
     assert diff_index(knowledge.factory, knowledge.store()).ok
 
 
-def test_stored_vector_is_the_embedding_of_title_and_text(knowledge, embedder, small_jobs) -> None:  # noqa: ANN001
+def test_stored_vector_is_the_embedding_of_title_and_text(knowledge, embedder, small_jobs) -> None:
     ingest_jobs(knowledge, embedder, small_jobs)
     with knowledge.factory() as s:
         rows = s.execute(select(Chunk.text, Chunk.embedding, Chunk.content_hash, Document.title).join(Document)
@@ -439,7 +439,7 @@ def test_chunks_are_whole_sentences_within_size_with_overlap(size: int, overlap:
             assert s2 == e1 + 1
 
 
-def test_chunks_of_real_documents_respect_the_size(small_jobs) -> None:  # noqa: ANN001
+def test_chunks_of_real_documents_respect_the_size(small_jobs) -> None:
     docs = [item[0] for item in read_jobs(small_jobs)]
     for size, overlap in ((600, 120), (200, 60), (100, 40)):
         for doc in docs:

@@ -29,7 +29,7 @@ def _in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env, and relative defaults stay inside the test's directory
 
 
-def ingest(*args: str):  # noqa: ANN201
+def ingest(*args: str):
     result = runner.invoke(app, [str(a) for a in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -225,7 +225,7 @@ def test_reindex_rebuilds_the_index(small_jobs: Path, tmp_path: Path) -> None:
     assert ingest("verify").exit_code == 0
 
 
-def test_db_of_another_model_is_refused_until_reindex(small_jobs: Path, tmp_path: Path, other_embedder) -> None:  # noqa: ANN001
+def test_db_of_another_model_is_refused_until_reindex(small_jobs: Path, tmp_path: Path, other_embedder) -> None:
     path = tmp_path / "three.jsonl"
     path.write_text("\n".join(lines(small_jobs, 3)) + "\n", encoding="utf-8")
     k = open_knowledge(_default_db(), tmp_path / "jinro-data" / "index", other_embedder.model_id, embedder=other_embedder)

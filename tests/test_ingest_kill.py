@@ -64,7 +64,7 @@ def committed_documents(db: Path) -> int:
 def assert_consistent(db: Path) -> dict[str, int]:
     """The invariants that must hold whenever a process dies: every document complete, nothing dangling."""
     with connect(db) as conn:
-        q = lambda sql: conn.execute(sql).fetchall()  # noqa: E731
+        q = lambda sql: conn.execute(sql).fetchall()
         assert q("PRAGMA integrity_check") == [("ok",)]
         assert q("PRAGMA foreign_key_check") == []
         assert q("SELECT d.external_id FROM documents d LEFT JOIN chunks c ON c.document_id = d.id "

@@ -20,14 +20,14 @@ METADATA_KEYS = {"external_id", "title", "as_of", "score", "chunk_id"}
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:  # noqa: ANN001
+def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:
     kb = module_kb(tmp_path_factory, embedder, "langchain-kb")
     yield kb
     kb.close()
 
 
 @pytest.fixture(scope="module")
-def hybrid(kb: KB, embedder) -> HybridRetriever:  # noqa: ANN001
+def hybrid(kb: KB, embedder) -> HybridRetriever:
     r = kb.retriever(embedder)
     r.warm()
     return r

@@ -76,7 +76,7 @@ def pg_server() -> Iterator[PgServer]:
     srv.stop()
 
 
-def ingest(k: Knowledge, embedder, lines: list[str], directory: Path) -> None:  # noqa: ANN001
+def ingest(k: Knowledge, embedder, lines: list[str], directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     source = directory / f"jobs-{uuid.uuid4().hex[:6]}.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -91,7 +91,7 @@ class PgKB:
     def __init__(self, url: str, knowledge: Knowledge, pg: PgVectorStore, faiss: FaissStore) -> None:
         self.url, self.knowledge, self.pg, self.faiss = url, knowledge, pg, faiss
 
-    def external_ids(self, chunk_ids) -> list[str]:  # noqa: ANN001
+    def external_ids(self, chunk_ids) -> list[str]:
         ids = [int(c) for c in chunk_ids if c >= 0]
         with self.knowledge.engine.connect() as conn:
             rows = dict(conn.execute(text(
@@ -101,7 +101,7 @@ class PgKB:
 
 
 @pytest.fixture(scope="module")
-def kb(pg_server, embedder, tmp_path_factory: pytest.TempPathFactory) -> PgKB:  # noqa: ANN001
+def kb(pg_server, embedder, tmp_path_factory: pytest.TempPathFactory) -> PgKB:
     """~150 job-dictionary records ingested into a pgvector DB; both stores synced from the same chunks."""
     directory = tmp_path_factory.mktemp("pgkb")
     url = pg_server.new_database()
@@ -119,7 +119,7 @@ def kb(pg_server, embedder, tmp_path_factory: pytest.TempPathFactory) -> PgKB:  
 
 
 @pytest.fixture
-def fresh(pg_server, embedder, tmp_path: Path) -> Knowledge:  # noqa: ANN001
+def fresh(pg_server, embedder, tmp_path: Path) -> Knowledge:
     """An empty pgvector knowledge DB of its own (for the tests that change it)."""
     k = open_knowledge(pg_server.new_database(), tmp_path / "index", embedder.model_id, embedder=embedder,
                        vector_store="pgvector")
@@ -177,7 +177,7 @@ def test_store_holds_every_chunk_vector(kb: PgKB) -> None:
 # --------------------------------------------------------------------------------------------------- same results
 
 
-def test_dense_top5_agrees_with_faiss(kb: PgKB, embedder) -> None:  # noqa: ANN001
+def test_dense_top5_agrees_with_faiss(kb: PgKB, embedder) -> None:
     queries = embedder.embed([q["q"] for q in dev_queries()])
     f_scores, f_ids = kb.faiss.search(queries, K)
     p_scores, p_ids = kb.pg.search(queries, K)
@@ -193,7 +193,7 @@ def test_dense_top5_agrees_with_faiss(kb: PgKB, embedder) -> None:  # noqa: ANN0
     assert overlap(f_ext, p_ext) >= MIN_OVERLAP
 
 
-def test_hnsw_index_scan_agrees_with_faiss(kb: PgKB, embedder) -> None:  # noqa: ANN001
+def test_hnsw_index_scan_agrees_with_faiss(kb: PgKB, embedder) -> None:
     """On 170 rows the planner may prefer an exact scan; force the HNSW index and check it answers alike."""
     forced = create_engine(normalise_url(kb.url), connect_args={
         "options": "-c enable_seqscan=off -c enable_bitmapscan=off -c enable_sort=off"})
@@ -214,7 +214,7 @@ def test_hnsw_index_scan_agrees_with_faiss(kb: PgKB, embedder) -> None:  # noqa:
 
 
 @pytest.mark.parametrize("mode", ["dense", "hybrid+facts"])
-def test_retriever_top5_agrees_with_faiss(kb: PgKB, embedder, mode: str) -> None:  # noqa: ANN001
+def test_retriever_top5_agrees_with_faiss(kb: PgKB, embedder, mode: str) -> None:
     with_faiss = HybridRetriever(kb.knowledge.factory, embedder, kb.faiss)
     with_pg = HybridRetriever(kb.knowledge.factory, embedder, kb.pg)
     a, b = [], []
@@ -230,7 +230,7 @@ def test_retriever_top5_agrees_with_faiss(kb: PgKB, embedder, mode: str) -> None
 # --------------------------------------------------------------------------------------------------- changes
 
 
-def test_remove_documents_removes_their_vectors(fresh: Knowledge, embedder, tmp_path: Path) -> None:  # noqa: ANN001
+def test_remove_documents_removes_their_vectors(fresh: Knowledge, embedder, tmp_path: Path) -> None:
     ingest(fresh, embedder, subset_lines(40), tmp_path)
     store = fresh.store()
     sync_index(fresh.factory, store)
@@ -252,7 +252,7 @@ def test_remove_documents_removes_their_vectors(fresh: Knowledge, embedder, tmp_
     assert not gone_chunks & set(hits.ravel().tolist())
 
 
-def test_verify_and_sync_repair_the_store(fresh: Knowledge, embedder, tmp_path: Path) -> None:  # noqa: ANN001
+def test_verify_and_sync_repair_the_store(fresh: Knowledge, embedder, tmp_path: Path) -> None:
     ingest(fresh, embedder, subset_lines(30), tmp_path)
     store = fresh.store()
     first = sync_index(fresh.factory, store)
@@ -281,7 +281,7 @@ def test_verify_and_sync_repair_the_store(fresh: Knowledge, embedder, tmp_path: 
     assert len(store) == n and diff_index(fresh.factory, store).ok
 
 
-def test_replicas_share_the_store_without_syncing(fresh: Knowledge, pg_server, embedder, tmp_path: Path,  # noqa: ANN001
+def test_replicas_share_the_store_without_syncing(fresh: Knowledge, pg_server, embedder, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A reader (another 'replica', own engine) sees what a writer ingested, and never writes the store."""
     lines = subset_lines(60)
@@ -306,7 +306,7 @@ def test_replicas_share_the_store_without_syncing(fresh: Knowledge, pg_server, e
         replica.engine.dispose()
 
 
-def test_cli_migrate_and_verify_with_pgvector(pg_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cli_migrate_and_verify_with_pgvector(pg_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from ingest.cli import app
 
     url = pg_server.new_database()
@@ -322,7 +322,7 @@ def test_cli_migrate_and_verify_with_pgvector(pg_server, monkeypatch: pytest.Mon
     assert verify.exit_code == 0 and "ok: 0 chunks, 0 vectors" in verify.output, verify.output
 
 
-def test_store_recreates_its_schema_when_pgvector_came_later(pg_server, embedder) -> None:  # noqa: ANN001
+def test_store_recreates_its_schema_when_pgvector_came_later(pg_server, embedder) -> None:
     """A DB migrated while pgvector was absent (0003 was a no-op) gets the table from the store itself."""
     engine = create_db_engine(pg_server.new_database())
     try:
@@ -343,7 +343,7 @@ def test_store_recreates_its_schema_when_pgvector_came_later(pg_server, embedder
 # --------------------------------------------------------------------------------------------------- no pgvector
 
 
-def test_migration_0003_is_a_noop_without_pgvector(db_url: str, embedder, tmp_path: Path,  # noqa: ANN001
+def test_migration_0003_is_a_noop_without_pgvector(db_url: str, embedder, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite, or a PostgreSQL without the extension: the schema reaches 0003 and no chunk_vectors appears;
     choosing the pgvector store there fails with a clear message, and the FAISS default is unchanged."""

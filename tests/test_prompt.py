@@ -76,7 +76,7 @@ def test_data_cannot_forge_structure(where, tokenizer):
     parts = full_parts(**kw)
     text = render_prompt(parts, count_tokens=len).text
     clean = render_prompt(full_parts(), count_tokens=len).text
-    structure = lambda t: (re.findall(r"(?m)^### .*$", t), t.count("<자료"), t.count("</자료>"),  # noqa: E731
+    structure = lambda t: (re.findall(r"(?m)^### .*$", t), t.count("<자료"), t.count("</자료>"),
                            re.findall(r"(?m)^\[[^\]]+\]$", t))
     assert structure(text) == structure(clean)
     ids = encode_prompt(tokenizer, text)
@@ -91,7 +91,7 @@ def test_escape_data_is_visible_and_stable():
 
 
 def _sizes(rng: random.Random) -> PromptParts:
-    word = lambda n: " ".join(rng.choice(["영상", "기자", "간호사", "자격증", "###", "<자료>", "학력", "abc", "123"])  # noqa: E731
+    word = lambda n: " ".join(rng.choice(["영상", "기자", "간호사", "자격증", "###", "<자료>", "학력", "abc", "123"])
                               for _ in range(n))
     history = []
     for _ in range(rng.randrange(0, 12)):

@@ -46,13 +46,13 @@ def _skip(reason: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def redis_db():  # noqa: ANN201
+def redis_db():
     try:
         import redis
 
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure to reach Redis means: skip, loudly
+    except Exception as exc:
         _skip(f"Redis at {REDIS_URL} is unavailable: {type(exc).__name__}: {str(exc).strip()[:300]}")
     client.flushdb()
     yield client
@@ -70,7 +70,7 @@ def pg_server() -> Iterator[PgServer]:
     srv.stop()
 
 
-def build_pg_kb(srv: PgServer, embedder, directory: Path, total: int = TOTAL) -> str:  # noqa: ANN001
+def build_pg_kb(srv: PgServer, embedder, directory: Path, total: int = TOTAL) -> str:
     """A fresh database on `srv`, migrated, with `total` job-dictionary records ingested into pgvector."""
     url = srv.new_database()
     engine = create_db_engine(url)
@@ -84,7 +84,7 @@ def build_pg_kb(srv: PgServer, embedder, directory: Path, total: int = TOTAL) ->
 
 
 @pytest.fixture(scope="module")
-def replicas(pg_server, redis_db, api_embedder, tmp_path_factory):  # noqa: ANN001, ANN201
+def replicas(pg_server, redis_db, api_embedder, tmp_path_factory):
     emb = api_embedder
     base = tmp_path_factory.mktemp("replicas")
     url = build_pg_kb(pg_server, emb, base / "ingest")
@@ -110,7 +110,7 @@ def _post_turn(server: Server, key: str, sid: str, text: str) -> dict:
     return r.json()
 
 
-def test_a_session_started_on_a_continues_on_b(replicas) -> None:  # noqa: ANN001
+def test_a_session_started_on_a_continues_on_b(replicas) -> None:
     url, a, b = replicas
     key = new_key(url, "client", "replica-session")
     r = httpx.post(f"{a.url}/v1/sessions", json={"profile": {"school": "고2"}}, headers=bearer(key), timeout=30)
@@ -129,7 +129,7 @@ def test_a_session_started_on_a_continues_on_b(replicas) -> None:  # noqa: ANN00
         assert body["turns"] == 2 and [f["name"] for f in body["facts"]] == ["간호사"], body
 
 
-def test_a_document_uploaded_through_a_is_retrieved_through_b(replicas) -> None:  # noqa: ANN001
+def test_a_document_uploaded_through_a_is_retrieved_through_b(replicas) -> None:
     url, a, b = replicas
     admin = new_key(url, "admin", "replica-admin")
     files = [("files", (DOC_NAME, DOC_TEXT.encode(), "text/markdown"))]
@@ -158,7 +158,7 @@ def test_a_document_uploaded_through_a_is_retrieved_through_b(replicas) -> None:
         pytest.fail(f"replica B never cited the document uploaded through A: {answer}")
 
 
-def test_the_rate_limit_holds_across_replicas(replicas, redis_db) -> None:  # noqa: ANN001
+def test_the_rate_limit_holds_across_replicas(replicas, redis_db) -> None:
     url, a, b = replicas
     key = new_key(url, "client", "replica-ratelimit")
     r = httpx.post(f"{a.url}/v1/sessions", json={}, headers=bearer(key), timeout=30)  # request 1 (on A)

@@ -24,14 +24,14 @@ from tests.support.knowledge_base import KB, clone_kb, dev_questions, empty_kb, 
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:  # noqa: ANN001
+def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:
     kb = module_kb(tmp_path_factory, embedder, "retrieval-kb")
     yield kb
     kb.close()
 
 
 @pytest.fixture(scope="module")
-def retriever(kb: KB, embedder) -> HybridRetriever:  # noqa: ANN001
+def retriever(kb: KB, embedder) -> HybridRetriever:
     r = kb.retriever(embedder)
     r.warm()
     return r
@@ -62,7 +62,7 @@ def test_each_mode_returns_documents_with_their_metadata(retriever: HybridRetrie
     assert job("수의사(일반)") in ids
 
 
-def test_student_vocabulary_is_expanded_and_reported(kb: KB, retriever: HybridRetriever, embedder) -> None:  # noqa: ANN001
+def test_student_vocabulary_is_expanded_and_reported(kb: KB, retriever: HybridRetriever, embedder) -> None:
     """Lexicon targets go to the lexical lists and are reported; expansion=False leaves the query alone."""
     query = "피티쌤이랑 헬스장에서 일하고 싶어"
     result = retriever.search(query, k=5, mode="bm25")
@@ -198,7 +198,7 @@ def test_mixed_korean_and_english_query(retriever: HybridRetriever) -> None:
     assert any("인공지능" in t or "개발자" in t or "프로그래머" in t or "엔지니어" in t for t in titles), titles
 
 
-def test_empty_knowledge_db_gives_no_hits_and_a_note(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+def test_empty_knowledge_db_gives_no_hits_and_a_note(tmp_path: Path, embedder) -> None:
     kb = empty_kb(tmp_path / "empty", embedder)
     try:
         r = kb.retriever(embedder)
@@ -224,7 +224,7 @@ NEW_DOC = SourceDocument(
 
 
 def test_ingest_is_seen_without_a_rebuild_and_no_reload_when_unchanged(
-    kb: KB, embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    kb: KB, embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     copy = clone_kb(kb, tmp_path / "copy", embedder)
     try:
@@ -237,8 +237,8 @@ def test_ingest_is_seen_without_a_rebuild_and_no_reload_when_unchanged(
         calls = {"snapshot": 0, "sync": 0, "lexical": 0}
         real_load, real_sync, real_lex = corpus_mod.load_snapshot, corpus_mod.sync_index, corpus_mod.LexicalIndex.__init__
 
-        def count(name, fn):  # noqa: ANN001, ANN202
-            def wrapper(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        def count(name, fn):
+            def wrapper(*a, **kw):
                 calls[name] += 1
                 return fn(*a, **kw)
             return wrapper
@@ -271,13 +271,13 @@ def test_ingest_is_seen_without_a_rebuild_and_no_reload_when_unchanged(
         copy.close()
 
 
-def test_check_every_limits_version_checks(kb: KB, embedder, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_check_every_limits_version_checks(kb: KB, embedder, monkeypatch: pytest.MonkeyPatch) -> None:
     r = kb.retriever(embedder, check_every=3600)
     r.search("간호사", k=3)
     checks = {"n": 0}
     real = corpus_mod.knowledge_version
 
-    def counting(factory):  # noqa: ANN001, ANN202
+    def counting(factory):
         checks["n"] += 1
         return real(factory)
 

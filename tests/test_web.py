@@ -45,7 +45,7 @@ pytestmark = [
 # ------------------------------------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="module")
-def kb(api_embedder, tmp_path_factory) -> KB:  # noqa: ANN001
+def kb(api_embedder, tmp_path_factory) -> KB:
     return clone_kb(template_kb(tmp_path_factory.getbasetemp(), api_embedder), tmp_path_factory.mktemp("web-kb"))
 
 
@@ -55,7 +55,7 @@ def keys(kb: KB) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(kb: KB, tmp_path_factory) -> Iterator[Server]:  # noqa: ANN001
+def server(kb: KB, tmp_path_factory) -> Iterator[Server]:
     s = Server(kb, tmp_path_factory.mktemp("web-logs")).start()
     try:
         yield s.wait_ready(120)
@@ -94,7 +94,7 @@ class Pages:
 
 
 @pytest.fixture
-def pages(browser, server: Server) -> Iterator[Pages]:  # noqa: ANN001
+def pages(browser, server: Server) -> Iterator[Pages]:
     p = Pages(browser, server.url)
     yield p
     p.close()

@@ -108,7 +108,7 @@ def _warm(state: ApiState) -> None:
     try:
         state.runtime.counselor.warm()
         state.ready.set()
-    except Exception as exc:  # noqa: BLE001 - reported by /readyz
+    except Exception as exc:
         state.warm_error = f"{type(exc).__name__}: {exc}"
         log.error("could not load the knowledge index: %s", state.warm_error)
 
@@ -119,7 +119,7 @@ def _expire_loop(state: ApiState, stop: threading.Event) -> None:
             n = expire_sessions(state.factory, state.idle_timeout)
             if n:
                 log.info("erased %d session(s) idle for more than %s", n, state.idle_timeout)
-        except Exception as exc:  # noqa: BLE001 - the next round tries again
+        except Exception as exc:
             log.warning("session expiry failed: %s", exc)
         stop.wait(EXPIRY_EVERY_S)
 

@@ -250,7 +250,7 @@ def _reviewed(factory: Factory, statuses: tuple[str, ...]) -> Iterator[Reviewed]
                 yield Reviewed(review, msg, s.get(ChatSession, msg.session_id), turns)
 
 
-def export_sft(factory: Factory, fact_blocks) -> Iterator[dict[str, Any]]:  # noqa: ANN001 - (facts_used) -> [FactBlock]
+def export_sft(factory: Factory, fact_blocks) -> Iterator[dict[str, Any]]:
     """Approved and edited answers as `ReviewExport` lines (docs/finetune.md), redacted: the conversation up to
     the answer, with the facts, passages, profile and summary the answer had (as stored)."""
     for item in _reviewed(factory, ("approved", "edited")):

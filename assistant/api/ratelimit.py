@@ -29,14 +29,14 @@ class RateLimiter(Protocol):
 
 
 class Unlimited:
-    def take(self, key: str, cost: float = 1.0) -> Decision:  # noqa: ARG002
+    def take(self, key: str, cost: float = 1.0) -> Decision:
         return Decision(True, 0.0, float("inf"))
 
 
 class LocalBuckets:
     """In-process token buckets (one per key), thread-safe."""
 
-    def __init__(self, per_minute: float, burst: int, *, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, per_minute: float, burst: int, *, clock=time.monotonic) -> None:
         self.rate, self.capacity, self.clock = per_minute / 60.0, float(burst), clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()

@@ -113,7 +113,7 @@ def install_log_scrubber() -> None:
     can bypass it), and attach the filter to the loggers and handlers configured so far as well."""
     current = logging.getLogRecordFactory()
     if not getattr(current, "jinro_scrubbing", False):
-        def factory(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def factory(*args, **kwargs):
             record = current(*args, **kwargs)
             SCRUBBER.filter(record)
             return record

@@ -55,7 +55,7 @@ class StreamedTurn:
                 if isinstance(item, TurnResult):
                     self.state.metrics.observe_turn(self.surface, time.perf_counter() - start)
                 self._put(item)
-        except BaseException as exc:  # noqa: BLE001 - handed to the response, which reports it
+        except BaseException as exc:
             self._put(_Failed(exc))
         finally:
             self._put(_END)

@@ -304,7 +304,7 @@ class Counselor:
         return " ".join([text, *extra])
 
     @staticmethod
-    def _safety(assessment, memory: Memory) -> dict:  # noqa: ANN001
+    def _safety(assessment, memory: Memory) -> dict:
         lines = help_lines_for(assessment.category) if assessment.crisis else ()
         return {
             "crisis": assessment.crisis, "category": assessment.category, "careful_mode": memory.careful,
@@ -324,7 +324,7 @@ class Counselor:
             raise ConcurrentTurn(
                 f"could not store the turn of session {memory.session_id} — please send it again") from exc
 
-    def _store_once(self, memory, student_text, answer, citations, facts_used, passages, safety, timings, generator,  # noqa: ANN001
+    def _store_once(self, memory, student_text, answer, citations, facts_used, passages, safety, timings, generator,
                     confidence, guard, review, urgent, clock) -> TurnResult:
         with self.factory() as s:
             session = get_session(s, memory.session_id, None)

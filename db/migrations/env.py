@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-import db.models  # noqa: F401  (registers the tables)
+import db.models
 import db.conversation  # noqa: F401
 from db.base import Base
 from db.engine import create_db_engine
@@ -31,7 +31,7 @@ def run_migrations_online() -> None:
         _run(connection)
 
 
-def _run(connection) -> None:  # noqa: ANN001
+def _run(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

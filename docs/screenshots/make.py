@@ -27,7 +27,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 
 
-def send(page, text: str) -> None:  # noqa: ANN001
+def send(page, text: str) -> None:
     before = page.locator(".msg.counselor").count()
     page.fill("#message-input", text)
     page.press("#message-input", "Enter")
@@ -60,7 +60,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def shoot(browser, base: str, client: str, reviewer: str) -> None:  # noqa: ANN001
+def shoot(browser, base: str, client: str, reviewer: str) -> None:
     page = browser.new_context(viewport=DESKTOP, locale="ko-KR").new_page()
     page.goto(base + "/app")
     page.fill("#key-input", client)

@@ -33,7 +33,7 @@ def postgres_unavailable() -> str | None:
 
             with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
                 conn.execute("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - any failure means: skip, and say why
+        except Exception as exc:
             _pg_state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return _pg_state["error"]  # type: ignore[return-value]
 
@@ -107,7 +107,7 @@ class PgServer:
             self.server = pgserver.get_server(self.base / "pgdata", cleanup_mode="stop")
             with psycopg.connect(self.server.get_uri(), autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # fails here when pgvector is missing
-        except Exception as exc:  # noqa: BLE001 - any failure to start: say why, and how to get it
+        except Exception as exc:
             shutil.rmtree(self.base, ignore_errors=True)
             raise PgServerUnavailable(
                 f"pgserver could not start PostgreSQL + pgvector: {type(exc).__name__}: {str(exc).strip()[:300]} "

@@ -85,7 +85,7 @@ async def chunks(turn: StreamedTurn, model: str) -> AsyncIterator[ServerSentEven
                 yield ServerSentEvent(_chunk(cid, created, model, {}, "stop", **_extra(item)))
             else:
                 yield ServerSentEvent(_chunk(cid, created, model, {"content": item}))
-    except Exception as exc:  # noqa: BLE001 - the stream has started: report in-band, as OpenAI does
+    except Exception as exc:
         problem = problem_of(exc)
         yield ServerSentEvent(json.dumps({"error": {"message": problem["detail"], "type": problem["type"],
                                                     "code": problem["status"]}, **problem}, ensure_ascii=False))

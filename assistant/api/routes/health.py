@@ -33,7 +33,7 @@ def readyz(state: State) -> Response:
     try:
         crud.database_reachable(state.runtime.knowledge.engine)
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+    except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     if state.warm_error:
         checks["index"] = f"failed to load: {state.warm_error}"
@@ -43,7 +43,7 @@ def readyz(state: State) -> Response:
         try:
             empty = state.runtime.retriever.corpus.current().empty
             checks["index"] = "empty: load the knowledge DB (`ingest jobs data/job_dictionary`)" if empty else "ok"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             checks["index"] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)

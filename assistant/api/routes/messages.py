@@ -47,7 +47,7 @@ async def sse_events(turn: StreamedTurn) -> AsyncIterator[ServerSentEvent]:
                 yield ServerSentEvent(_json(item.to_json()), event="final")
             else:
                 yield ServerSentEvent(_json({"text": item}), event="token")
-    except Exception as exc:  # noqa: BLE001 - the status line is sent: report in-band
+    except Exception as exc:
         yield ServerSentEvent(_json(problem_of(exc)), event="error")
 
 

@@ -39,6 +39,7 @@ from assistant.retrieval.facts import OccupationFacts
 from assistant.generation.factguard import check_answer, leaks_instructions
 from assistant.generation.base import GenerationRequest, Generator
 from assistant.generation.grounded import GroundedGenerator
+from assistant.counselor import review as reasons
 from assistant.counselor.citations import citations_for, passage_of
 from assistant.counselor.fact_block import fact_block
 from assistant.counselor.understanding import classify, refers_back
@@ -202,7 +203,7 @@ class Counselor:
         safety = self._safety(turn.assessment, memory)
         memory.turns = turn.turn_no
         yield self._store(memory, turn.text, turn.answer, [], [], [], safety, turn.timings, "safety-script", None, None,
-                          review=("crisis", 0), urgent=True, clock=turn.clock)
+                          review=reasons.CRISIS, urgent=True, clock=turn.clock)
 
     def _understand(self, turn: TurnState) -> None:
         """The occupations the turn names, else the one in focus when the student refers back to it or asks about
@@ -282,11 +283,11 @@ class Counselor:
     def _review(self, turn: TurnState) -> tuple[str, int] | None:
         """Why a counselor should read this answer, with its priority (lower first), or None."""
         if turn.guard == "replaced":
-            return ("fact_guard", 2)
+            return reasons.FACT_GUARD
         if turn.retrieval.confidence < LOW_CONFIDENCE and not turn.facts_now:
-            return ("low_confidence", 3)
+            return reasons.LOW_CONFIDENCE
         if self.rng.random() < self.config.review_sample_rate:
-            return ("sample", 4)
+            return reasons.SAMPLE
         return None
 
     def _mention_names(self, text: str) -> list[str]:

@@ -26,7 +26,13 @@ layer, so every package can import the root from here while `db` still imports n
     │   ├── RetrievalError          a query cannot be answered (empty query, bad mode, unreadable lexicon,
     │   │   │                       an index of another embedder)
     │   │   └── EmptyKnowledge      the knowledge DB holds no documents yet (or the eval corpus ingested none)
-    │   ├── SessionNotFound         no such session for this caller, or it expired
+    │   ├── NotFound                a thing the caller named does not exist for this caller (API: 404)
+    │   │   ├── SessionNotFound     no such session for this caller, or it expired
+    │   │   ├── MessageNotFound     no such message in this session (feedback on a message)
+    │   │   ├── ReviewNotFound      no such review in the queue
+    │   │   └── DocumentNotFound    no such document in the knowledge DB
+    │   ├── InvalidInput            a request that cannot be carried out as asked (API: 422)
+    │   │   └── NotAnAnswer         feedback or an edit aimed at a message that is not a counselor answer
     │   └── ConcurrentTurn          a turn could not be stored because of concurrent writes, even after retries
     └── FinetuneError               (finetune.errors) the fine-tuning pipeline cannot go on (missing input, no
         │                           example left, non-empty output directory, malformed prepared file)

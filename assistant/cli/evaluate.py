@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from assistant.errors import EmptyKnowledge, EvalDataError
+from assistant.retrieval.query import load_lexicon
 from assistant.retrieval.hybrid import MODES, HybridRetriever
 from assistant.evaluation.retrieval import Question, evaluate, load_questions
 from db.errors import JinroError
@@ -262,7 +263,7 @@ def retrieval(
         with _knowledge(settings, db, corpus, squad_docs) as know:
             _check_not_empty(know, corpus)
             _warn_missing_gold(know, questions)
-            retriever = HybridRetriever(know.factory, know.embedder, know.store())
+            retriever = HybridRetriever(know.factory, know.embedder, know.store(), lexicon=load_lexicon(settings.lexicon))
             with _progress() as progress:
                 task = progress.add_task("evaluating", total=len(questions) * len(mode_list))
                 result = evaluate_retriever(retriever, questions, mode_list, k=k,

@@ -72,6 +72,10 @@ class DocumentNotFound(NotFound):
     """No such document in the knowledge DB."""
 
 
+class JobNotFound(NotFound):
+    """No such background ingest job."""
+
+
 class InvalidInput(AssistantError):
     """The request names something that exists but cannot be used this way (e.g. feedback on a student's message)."""
 

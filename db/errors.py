@@ -30,7 +30,8 @@ layer, so every package can import the root from here while `db` still imports n
     │   │   ├── SessionNotFound     no such session for this caller, or it expired
     │   │   ├── MessageNotFound     no such message in this session (feedback on a message)
     │   │   ├── ReviewNotFound      no such review in the queue
-    │   │   └── DocumentNotFound    no such document in the knowledge DB
+    │   │   ├── DocumentNotFound    no such document in the knowledge DB
+    │   │   └── JobNotFound         no such background ingest job
     │   ├── InvalidInput            a request that cannot be carried out as asked (API: 422)
     │   │   └── NotAnAnswer         feedback or an edit aimed at a message that is not a counselor answer
     │   └── ConcurrentTurn          a turn could not be stored because of concurrent writes, even after retries

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     ForeignKey,
     Index,
     Integer,
@@ -136,7 +137,7 @@ class IngestRun(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     command: Mapped[str] = mapped_column(String(500))
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | ok | partial | failed
+    status: Mapped[str] = mapped_column(String(16), default="running")  # queued | running | ok | partial | failed
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     added: Mapped[int] = mapped_column(Integer, default=0)
@@ -146,6 +147,11 @@ class IngestRun(Base):
     errors: Mapped[int] = mapped_column(Integer, default=0)
     chunks_embedded: Mapped[int] = mapped_column(Integer, default=0)
     message: Mapped[str] = mapped_column(Text, default="")
+    # background runs (uploads through the API, `ingest.background`): what to ingest and how far it got
+    params: Mapped[dict | None] = mapped_column(JSON)
+    done: Mapped[int] = mapped_column(Integer, default=0)  # items (documents or records) handled so far
+    chunks_reused: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # a worker that stops beating lost the run
 
 
 class KnowledgeState(Base):

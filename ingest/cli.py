@@ -22,7 +22,7 @@ from ingest.indexing import diff_index, reembed, sync_index
 from ingest.jobs import read_jobs
 from ingest.pipeline import IngestReport
 from ingest.readers import ReaderOptions, iter_files, read_file
-from ingest.knowledge import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_configured
 from ingest import service
 from ingest.status import knowledge_status
 
@@ -40,8 +40,7 @@ IndexKindOpt = Annotated[str, typer.Option("--index-kind", help="flat (exact, de
 
 def _open(db: str | None, index_kind: str = "flat") -> Knowledge:
     settings = Settings()
-    return open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder, index_kind=index_kind,
-                          vector_store=settings.vector_store)
+    return open_configured(settings, db, index_kind=index_kind)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -145,8 +144,7 @@ def migrate(db: DbOpt = None) -> None:
 
     settings = Settings()
     try:
-        k = open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder, migrate=False,
-                           vector_store=settings.vector_store)
+        k = open_configured(settings, db, migrate=False)
         before = current_revision(k.engine)
         upgrade(k.engine)
         after = current_revision(k.engine)
@@ -179,6 +177,14 @@ def status(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json", hel
     for key in ("database", "knowledge_version", "documents", "chunks", "occupations", "certificates", "aliases", "relations"):
         table.add_row(key, escape(str(stats[key])))
     table.add_row("documents by kind", ", ".join(f"{k_}: {v}" for k_, v in stats["documents_by_kind"].items()) or "-")
+    emb = stats["embedder"]
+    table.add_row("embedder", f"{emb['model']} ({emb['dim']}-d"
+                  + (f", {emb['shipped_vectors']:,} shipped vectors" if emb["shipped_vectors"] else "") + ")"
+                  + (f"; {emb['chunks_to_embed']:,} chunks still to embed: `ingest reindex`" if emb["chunks_to_embed"] else ""))
+    for note in emb["notes"]:
+        table.add_row("embedder note", escape(note))
+    for job in stats["background_jobs"]:
+        table.add_row("background job", f"#{job['id']} {job['status']}: {job['files']} file(s), {job['done']} document(s) done")
     table.add_row("embedding models", ", ".join(f"{k_}: {v}" for k_, v in stats["chunks_by_embedding_model"].items()) or "-")
     idx = stats["index"]
     table.add_row("index", f"{idx['vectors']} vectors, {idx['kind']}, {idx['model']}, "

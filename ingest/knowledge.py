@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import create_db_engine, session_factory
+from db.settings import Settings
 from db.errors import VectorIndexError
 from db.migrate import upgrade
 from db.vectorstore import FaissStore, VectorStore, index_paths
-from ingest.embedding import Embedder, UniversalSentenceEncoder, load_embedder
+from ingest.embedding import Embedder, UniversalSentenceEncoder, resolve_embedder
+from ingest.shipped import SHIPPED_DIR, with_shipped
 
 
 @dataclass
@@ -25,11 +28,23 @@ class Knowledge:
     index_kind: str = "flat"
     _embedder: Embedder | None = None
     vector_store: str = "faiss"  # "faiss" | "pgvector" (the edges pass settings.vector_store)
+    e5_engine: str | None = None
+    shipped_dir: Path | None = SHIPPED_DIR
+    embedder_notes: list[str] = field(default_factory=list)
+    """Why the embedder is not quite what was asked for (the e5 fallback, an unusable shipped-vector file)."""
 
     @property
     def embedder(self) -> Embedder:
+        """The configured embedder (loaded on first use), with the shipped vectors of its model when there are."""
         if self._embedder is None:
-            self._embedder = load_embedder(self.embedder_spec)
+            embedder, note = resolve_embedder(self.embedder_spec, e5_engine=self.e5_engine)
+            if self.shipped_dir is not None:
+                embedder, shipped_note = with_shipped(embedder, self.shipped_dir)
+                note = "; ".join(n for n in (note, shipped_note) if n) or None
+            self.embedder_notes = [note] if note else []
+            if note:
+                logging.getLogger("jinro.ingest").warning("embedder: %s", note)
+            self._embedder = embedder
         return self._embedder
 
     def store(self, *, load: bool = True) -> VectorStore:
@@ -38,7 +53,7 @@ class Knowledge:
         model_id, dim = self.embedder_spec, None
         if model_id == UniversalSentenceEncoder.model_id:
             dim = UniversalSentenceEncoder.dim
-        elif self.vector_store == "pgvector":
+        elif self.vector_store == "pgvector" or model_id == "e5-small":  # e5-small may fall back to USE: load it
             model_id, dim = self.embedder.model_id, self.embedder.dim
         else:
             _, meta = index_paths(self.index_dir, model_id)
@@ -59,9 +74,20 @@ class Knowledge:
 
 def open_knowledge(db_url: str, index_dir: Path, embedder_spec: str, *, migrate: bool = True,
                    index_kind: str = "flat", embedder: Embedder | None = None,
-                   vector_store: str = "faiss") -> Knowledge:
-    """vector_store: "faiss" or "pgvector"; the edges (CLIs, the API) pass the deployment's `settings.vector_store`."""
+                   vector_store: str = "faiss", e5_engine: str | None = None,
+                   shipped_dir: Path | None = SHIPPED_DIR) -> Knowledge:
+    """vector_store: "faiss" or "pgvector"; the edges (CLIs, the API) pass the deployment's `settings.vector_store`
+    and `settings.e5_engine`. `shipped_dir`: where shipped vectors are looked up (None: embed everything)."""
     engine = create_db_engine(db_url)
     if migrate:
         upgrade(engine)
-    return Knowledge(engine, session_factory(engine), index_dir, embedder_spec, index_kind, embedder, vector_store)
+    return Knowledge(engine, session_factory(engine), index_dir, embedder_spec, index_kind, embedder, vector_store,
+                     e5_engine, shipped_dir)
+
+
+def open_configured(settings: Settings, db_url: str | None = None, *, migrate: bool = True,
+                    index_kind: str = "flat") -> Knowledge:
+    """The knowledge DB a deployment's settings describe (the edges call this): `db_url` overrides the settings'
+    database (a `--db` option)."""
+    return open_knowledge(settings.database_url(db_url), settings.index_dir, settings.embedder, migrate=migrate,
+                          index_kind=index_kind, vector_store=settings.vector_store, e5_engine=settings.e5_engine)

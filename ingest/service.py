@@ -41,24 +41,28 @@ def _finish_run(k: Knowledge, run_id: int, report: IngestReport, status: str) ->
         run = s.get(IngestRun, run_id)
         run.status, run.finished_at = status, datetime.now(timezone.utc)
         run.added, run.updated, run.unchanged, run.removed = report.added, report.updated, report.unchanged, report.removed
-        run.errors, run.chunks_embedded = len(report.problems), report.chunks_embedded
+        run.errors, run.chunks_embedded, run.chunks_reused = len(report.problems), report.chunks_embedded, report.chunks_reused
         run.message = "\n".join(report.problems[:50])
         s.commit()
 
 
 def ingest_items(knowledge: Knowledge, items: Iterable[Item], *, kind: Kind, command: str, chunk_size: int = 600,
-                 chunk_overlap: int = 120, on_progress: Progress | None = None) -> IngestReport:
+                 chunk_overlap: int = 120, on_progress: Progress | None = None, run_id: int | None = None,
+                 problems: Sequence[str] = ()) -> IngestReport:
     """Load `items` (documents, (document, occupation) pairs of `ingest.jobs.read_jobs`, or `RecordError`s, which
     become the report's problems) incrementally, and bring the vector index in step. `command` is what the run
-    record shows (`ingest status`: last runs). Raises `IngestError` / `DatabaseError`; the run is then recorded
-    as failed and the same call can simply be repeated (unchanged documents are skipped)."""
+    record shows (`ingest status`: last runs); `run_id`: a run already recorded (a background run of
+    `ingest.background`) instead of a new one. `problems`: lines found before (files that could not be read),
+    reported with the items' own. Raises `IngestError` / `DatabaseError`; the run is then recorded as failed and
+    the same call can simply be repeated (unchanged documents are skipped)."""
     store = knowledge.store()  # an unusable index fails here, before a run is recorded
-    run_id = _start_run(knowledge, command)
+    run_id = run_id if run_id is not None else _start_run(knowledge, command)
     report = IngestReport()
     try:
         ingester = Ingester(knowledge.factory, knowledge.embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
                             kind=kind)
         report = ingester.run(items, on_progress=on_progress)
+        report.problems[:0] = list(problems)
         if kind == "job":
             with knowledge.factory() as s:
                 resolve_relations(s)

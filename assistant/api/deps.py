@@ -22,6 +22,7 @@ from assistant.runtime import Runtime
 from assistant.counselor.sessions import get_session
 from db.conversation import ChatSession
 from db.settings import Settings
+from ingest.background import IngestWorker
 
 MAX_ID = 2**63 - 1
 
@@ -38,6 +39,7 @@ class ApiState:
     ready: threading.Event = field(default_factory=threading.Event)
     warm_error: str | None = None
     ingest_lock: threading.Lock = field(default_factory=threading.Lock)
+    ingest_worker: IngestWorker | None = None  # works the queue of uploads (ingest.background); set by the lifespan
 
     @property
     def factory(self) -> sessionmaker[Session]:

@@ -234,6 +234,23 @@ class IngestOut(BaseModel):
     chunks_reused: int
     problems: list[str] = Field(description="one line per record or file not loaded: `file:line: reason`")
     knowledge_version: int
+    job: int = Field(description="the background job that ingested the upload (`GET /v1/knowledge/jobs/{id}`)")
+
+
+class IngestJob(BaseModel):
+    id: int
+    status: Literal["queued", "running", "ok", "partial", "failed"]
+    files: int
+    done: int = Field(description="documents (or records) handled so far")
+    added: int
+    updated: int
+    unchanged: int
+    errors: int
+    chunks_embedded: int
+    chunks_reused: int
+    problems: list[str]
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 class Health(BaseModel):
@@ -242,6 +259,13 @@ class Health(BaseModel):
     version: str
 
 
+class ReadyEmbedder(BaseModel):
+    configured: str
+    model: str
+    notes: list[str]
+
+
 class Ready(BaseModel):
     status: str
     checks: dict[str, str]
+    embedder: ReadyEmbedder

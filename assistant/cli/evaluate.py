@@ -37,7 +37,7 @@ from db.settings import Settings
 from ingest import service
 from ingest.documents import SourceDocument
 from ingest.errors import EmptySource, UnsupportedSource
-from ingest.knowledge import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_configured, open_knowledge
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -159,7 +159,8 @@ def throwaway_knowledge(settings: Settings, corpus: Path | None, docs: Sequence[
     """A SQLite DB and index in a temp dir holding `corpus` (a file or directory) and `docs`; deleted afterwards."""
     with tempfile.TemporaryDirectory(prefix="jinro-eval-") as tmp:
         k = open_knowledge(f"sqlite:///{Path(tmp) / 'jinro.db'}", Path(tmp) / "index", settings.embedder,
-                           vector_store="faiss")  # a throwaway SQLite DB: never the deployment's pgvector
+                           vector_store="faiss",  # a throwaway SQLite DB: never the deployment's pgvector
+                           e5_engine=settings.e5_engine)
         try:
             batches: list[tuple[service.Kind, Iterator | Sequence, str]] = []
             if corpus is not None:
@@ -289,8 +290,7 @@ def _knowledge(settings: Settings, db: str | None, corpus: Path | None, docs: Se
         with throwaway_knowledge(settings, corpus, docs) as k:
             yield k
         return
-    k = open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder,
-                       vector_store=settings.vector_store)
+    k = open_configured(settings, db)
     try:
         yield k
     finally:

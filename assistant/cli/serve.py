@@ -28,7 +28,7 @@ from db.settings import Settings
 from ingest import service
 from ingest.indexing import sync_index
 from ingest.jobs import read_jobs
-from ingest.knowledge import Knowledge, open_knowledge
+from ingest.knowledge import Knowledge, open_configured
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "job_dictionary"
 out = Console()
@@ -46,8 +46,7 @@ def _fail(message: str) -> None:
 def _open(db: str | None) -> Knowledge:
     settings = Settings()
     try:
-        return open_knowledge(settings.database_url(db), settings.index_dir, settings.embedder,
-                              vector_store=settings.vector_store)
+        return open_configured(settings, db)
     except JinroError as exc:
         _fail(str(exc))
         raise  # unreachable
@@ -72,8 +71,12 @@ def ensure_knowledge(k: Knowledge, source: Path, settings: Settings) -> int:
                                       on_progress=lambda n: progress.advance(task, n))
     for line in report.problems[:20]:
         err.print(f"[yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)
-    err.print(f"loaded {report.added} documents ({report.chunks_embedded} chunks embedded); "
+    shipped = getattr(k.embedder, "hits", 0)  # ingest.shipped.ShippedEmbedder: vectors taken from data/vectors
+    err.print(f"loaded {report.added} documents ({report.chunks_embedded} chunk vectors: {shipped} shipped, "
+              f"{report.chunks_embedded - shipped} embedded by {k.embedder.model_id}); "
               f"{len(report.problems)} problem(s)", highlight=False)
+    for note in k.embedder_notes:
+        err.print(f"[yellow]{escape(note)}[/yellow]", highlight=False, soft_wrap=True)
     return report.added
 
 

@@ -102,7 +102,7 @@ class HybridRetriever:
         """Load everything now instead of on the first query."""
         self._snapshot()
         morphemes("준비")
-        self.embedder.embed(["준비"])
+        self.embedder.embed_query(["준비"])
         self.facts.mentions("간호사")
 
     def lookup_facts(self, text: str) -> list[OccupationFacts]:
@@ -118,7 +118,7 @@ class HybridRetriever:
 
     # -- the single lists -------------------------------------------------------------------------------
     def _dense(self, snap: Snapshot, query: str, depth: int) -> tuple[list[int], dict[int, float]]:
-        vec = self.embedder.embed([query])
+        vec = self.embedder.embed_query([query])
         scores, ids = self.corpus.store.search(vec, depth * 2)
         rows, cos = [], {}
         for s, cid in zip(scores[0], ids[0]):
@@ -203,7 +203,7 @@ class HybridRetriever:
         return RetrievalResult(query, mode, hits, facts, confidence, timings, expansion=expanded.added_terms)
 
     def _cosines(self, snap: Snapshot, query: str, rows: Sequence[int]) -> dict[int, float]:
-        vec = self.embedder.embed([query])[0]
+        vec = self.embedder.embed_query([query])[0]
         ids = snap.chunk_ids[list(rows)]
         return {r: float(v @ vec) for r, v in zip(rows, self.corpus.store.vectors(ids))}
 

@@ -38,17 +38,23 @@ class DiskCachedEmbedder(Embedder):
 
     def __init__(self, inner: Embedder, directory: Path) -> None:
         self.inner, self.model_id = inner, inner.model_id
-        self.dim = getattr(inner, "dim", 512)
+        self.dim = inner.dim
         directory.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(directory / "vectors.sqlite", check_same_thread=False, timeout=30)
         self._db.execute("CREATE TABLE IF NOT EXISTS v (k TEXT PRIMARY KEY, vec BLOB)")
         self._lock = threading.Lock()
 
-    def _key(self, text: str) -> str:
-        return hashlib.sha256(f"{self.model_id}\n{text}".encode("utf-8", "surrogatepass")).hexdigest()
+    def _key(self, text: str, kind: str) -> str:
+        return hashlib.sha256(f"{self.model_id}\n{kind}\n{text}".encode("utf-8", "surrogatepass")).hexdigest()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        keys = [self._key(t) for t in texts]
+        return self._memoised(texts, "passage", self.inner.embed)
+
+    def embed_query(self, texts: Sequence[str]) -> np.ndarray:
+        return self._memoised(texts, "query", self.inner.embed_query)
+
+    def _memoised(self, texts: Sequence[str], kind: str, compute: Any) -> np.ndarray:
+        keys = [self._key(t, kind) for t in texts]
         with self._lock:
             found: dict[str, bytes] = {}
             for i in range(0, len(keys), 500):
@@ -57,7 +63,7 @@ class DiskCachedEmbedder(Embedder):
                 found.update(dict(self._db.execute(q, part).fetchall()))
         missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:
-            vectors = self.inner.embed([texts[i] for i in missing])
+            vectors = compute([texts[i] for i in missing])
             with self._lock:
                 self._db.executemany("INSERT OR REPLACE INTO v VALUES (?, ?)",
                                      [(keys[i], np.asarray(v, np.float32).tobytes()) for i, v in zip(missing, vectors)])

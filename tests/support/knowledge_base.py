@@ -44,7 +44,7 @@ from tests.support import ROOT
 from tests.support.dictionary import code_of, kb_lines
 
 TOTAL = 200
-EMBEDDER_ID = "use-multilingual-v3"
+EMBEDDER_ID = "e5-small"
 # occupations the API tests name (the first three are the issue's; the ten are the concurrency test's topics)
 TOPICS = ("간호사", "수의사(일반)", "웹디자이너", "영상기자", "RPA개발자", "급식영양사", "머천다이저", "특수분장사",
           "운동선수트레이너", "커피향미감정평가사")

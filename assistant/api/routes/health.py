@@ -46,7 +46,11 @@ def readyz(state: State) -> Response:
         except Exception as exc:
             checks["index"] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+    k = state.runtime.knowledge
+    embedder = {"configured": k.embedder_spec, "model": state.runtime.retriever.embedder.model_id,
+                "notes": list(k.embedder_notes)}  # e.g. e5-small's engine could not load: USE v3 in its place
+    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks, "embedder": embedder},
+                        status_code=200 if ok else 503)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import tempfile
-from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal
+import time
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, UploadFile, status
+from fastapi.responses import JSONResponse
 
 from assistant.api import crud
 from assistant.api.deps import Admin, PageParams, State, next_offset
 from assistant.api.problems import Problem
-from assistant.api.schemas import DocumentPage, IngestOut
-from assistant.errors import DocumentNotFound
-from ingest import service
-from ingest.errors import RecordError, SourceError
+from assistant.api.schemas import DocumentPage, IngestJob, IngestOut
+from assistant.errors import DocumentNotFound, JobNotFound
+from ingest import background, service
 from ingest.indexing import knowledge_version
-from ingest.jobs import read_jobs
-from ingest.readers import SUPPORTED_FORMATS, ReaderOptions, read_file
+from ingest.readers import SUPPORTED_FORMATS, ReaderOptions
 from ingest.status import knowledge_status
 
 router = APIRouter(prefix="/v1/knowledge", tags=["knowledge"])
@@ -27,67 +23,68 @@ MAX_FILES = 50
 FieldName = Annotated[str, Form(min_length=1, max_length=100)]
 
 
-def safe_name(name: str | None, n: int, taken: set[str]) -> str:
-    """The upload's base name, reduced to letters, digits, Hangul, `.-_ `; unique among this upload's files."""
-    base = re.sub(r"[^\w.\- 가-힣]", "_", Path((name or "").replace("\\", "/")).name).strip(" .") or f"upload-{n}"
-    base = base[:120]
-    stem, suffix, k = Path(base).stem, Path(base).suffix, 1
-    while base in taken:
-        k += 1
-        base = f"{stem}-{k}{suffix}"
-    taken.add(base)
-    return base
-
-
-def _items(paths: list[Path], root: Path, fmt: str, options: ReaderOptions, skipped: list[str]) -> Iterator[Any]:
-    for path in paths:
-        shown = path.name
-        try:
-            if fmt == "jobs":
-                for item in read_jobs(path):
-                    yield item if isinstance(item, RecordError) else (
-                        dataclasses.replace(item[0], source_path=f"upload:{shown}"), item[1])
-            else:
-                for item in read_file(path, options, root=root):
-                    yield item if isinstance(item, RecordError) else dataclasses.replace(item, source_path=f"upload:{shown}")
-        except SourceError as exc:
-            skipped.append(str(exc).replace(str(root) + "/", ""))
-
-
 @router.post("/documents", response_model=IngestOut, responses={
+    202: {"model": IngestJob, "description": "still running after `wait` seconds: poll `GET /v1/knowledge/jobs/{id}`"},
     413: {"description": "the upload is larger than JINRO_MAX_UPLOAD_BYTES"},
     422: {"description": "nothing could be loaded; `problems` says why for each file"}})
-def upload(state: State, caller: Admin,
+def upload(state: State, caller: Admin, response: Response,
            files: Annotated[list[UploadFile], File(description=f"the documents; {SUPPORTED_FORMATS}")],
            format: Annotated[Literal["docs", "jobs"], Form(description="`docs` (generic documents) or `jobs` "
                                                            "(한국직업사전 JSONL)")] = "docs",
            id_field: FieldName = "id", text_field: FieldName = "text", title_field: FieldName = "title",
-           as_of_field: FieldName = "as_of") -> dict:
-    """Ingest uploaded files (incremental: unchanged documents are skipped) and update the vector index.
+           as_of_field: FieldName = "as_of",
+           wait: Annotated[float, Query(ge=0, le=120, description="seconds to wait for the result before answering "
+                                        "202 with the job to poll")] = 20.0) -> Any:
+    """Ingest uploaded files in the background (incremental: unchanged documents are skipped) and update the vector
+    index. Answers with the counts when the job ends within `wait` seconds, otherwise 202 and the job (`Location`:
+    `/v1/knowledge/jobs/{id}`), which goes on after the request and after a restart of the server.
     A file's documents get the id `file:<file name>` (records: their id field)."""
     if len(files) > MAX_FILES:
         raise Problem(422, "too-many-files", f"{len(files)} files in one upload — send at most {MAX_FILES} at a time")
     options = ReaderOptions(id_field=id_field, text_field=text_field, title_field=title_field, as_of_field=as_of_field)
-    k, settings, skipped = state.runtime.knowledge, state.settings, []
-    with tempfile.TemporaryDirectory(prefix="jinro-upload-") as tmp:
-        root, taken, paths = Path(tmp), set(), []
-        for n, f in enumerate(files, 1):
-            path = root / safe_name(f.filename, n, taken)
-            path.write_bytes(f.file.read())
-            paths.append(path)
-        with state.ingest_lock:
-            report = service.ingest_items(
-                k, _items(paths, root, format, options, skipped), kind="job" if format == "jobs" else "doc",
-                command=f"api upload by {caller.prefix}: {', '.join(p.name for p in paths)}",
-                chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
-    problems = skipped + [p.replace(tmp + "/", "") for p in report.problems]
-    out = {"files": len(files), "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
-           "chunks_embedded": report.chunks_embedded, "chunks_reused": report.chunks_reused, "problems": problems,
-           "knowledge_version": knowledge_version(k.factory)}
-    if problems and not (report.added or report.updated or report.unchanged):
+    k, settings = state.runtime.knowledge, state.settings
+    run_id = background.enqueue(
+        k, settings.data_dir / "uploads", [(f.filename, f.file.read()) for f in files], fmt=format, options=options,
+        command=f"api upload by {caller.prefix}: {', '.join(f.filename or '?' for f in files)}",
+        chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+    worker = state.ingest_worker
+    job = background.job_status(k, run_id)
+    if worker is not None:
+        worker.wake()
+        deadline = time.monotonic() + wait
+        with worker.finished:
+            while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+                worker.finished.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+                job = background.job_status(k, run_id)
+    response.headers["Location"] = f"/v1/knowledge/jobs/{run_id}"
+    if job["status"] in ("queued", "running"):
+        return JSONResponse(_job_json(job), status_code=202, headers={"Location": f"/v1/knowledge/jobs/{run_id}"})
+    if job["status"] == "failed":
+        raise Problem(500, "ingest-failed", f"the upload could not be ingested: {'; '.join(job['problems'][:3])} — "
+                      "see `ingest status` and the server log", job=run_id)
+    problems = job["problems"]
+    out = {"files": len(files), "added": job["added"], "updated": job["updated"], "unchanged": job["unchanged"],
+           "chunks_embedded": job["chunks_embedded"], "chunks_reused": job["chunks_reused"], "problems": problems,
+           "knowledge_version": knowledge_version(k.factory), "job": run_id}
+    if problems and not (job["added"] or job["updated"] or job["unchanged"]):
         raise Problem(422, "nothing-ingested", f"no document could be loaded: {problems[0]}"
                       + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""), problems=problems)
     return out
+
+
+def _job_json(job: dict) -> dict:
+    return {**job, "started_at": job["started_at"].isoformat() if job["started_at"] else None,
+            "finished_at": job["finished_at"].isoformat() if job["finished_at"] else None}
+
+
+@router.get("/jobs/{job_id}", response_model=IngestJob, responses={404: {"description": "no such job"}})
+def get_job(job_id: int, state: State, _: Admin) -> dict:
+    """A background upload: `queued`, `running` (with `done`: documents handled so far), then `ok`, `partial`
+    (some records not loaded: `problems`) or `failed`."""
+    job = background.job_status(state.runtime.knowledge, job_id)
+    if job is None:
+        raise JobNotFound(f"no ingest job {job_id} — uploads answer with their job id")
+    return job
 
 
 @router.get("/documents", response_model=DocumentPage)

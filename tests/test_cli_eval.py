@@ -29,12 +29,13 @@ def kb(tmp_path_factory: pytest.TempPathFactory, embedder) -> KB:
 
 @pytest.fixture
 def same_model(embedder, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI loads the configured model through load_embedder; hand it the session's (cached) instance of the
+    """The CLI loads the configured model through resolve_embedder; hand it the session's (cached) instance of the
     same model, so documents the test KB already embedded are not embedded again. Latency is not asserted here."""
     import ingest.knowledge
 
-    real = ingest.knowledge.load_embedder
-    monkeypatch.setattr(ingest.knowledge, "load_embedder", lambda spec: embedder if spec == embedder.model_id else real(spec))
+    real = ingest.knowledge.resolve_embedder
+    monkeypatch.setattr(ingest.knowledge, "resolve_embedder",
+                        lambda spec, **kw: (embedder, None) if spec == embedder.model_id else real(spec, **kw))
 
 
 @pytest.fixture

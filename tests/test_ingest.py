@@ -333,7 +333,7 @@ def test_faiss_index_is_written_atomically_and_reloads_the_same(tmp_path: Path, 
     files = sorted(p.name for p in (tmp_path / "index").iterdir())
     assert files == sorted([store.index_path.name, store.meta_path.name])  # no *.tmp left behind
     meta = json.loads(store.meta_path.read_text())
-    assert (meta["model_id"], meta["dim"], meta["count"], meta["knowledge_version"]) == (embedder.model_id, 512, 2, 6)
+    assert (meta["model_id"], meta["dim"], meta["count"], meta["knowledge_version"]) == (embedder.model_id, embedder.dim, 2, 6)
 
     again = FaissStore(tmp_path / "index", embedder.model_id, embedder.dim).load()
     assert sorted(again.ids().tolist()) == [7, 42] and again.knowledge_version == 6

@@ -77,7 +77,7 @@ def assert_consistent(db: Path) -> dict[str, int]:
         # a job document always comes with its occupation, written in the same transaction
         assert q("SELECT d.external_id FROM documents d LEFT JOIN occupations o ON o.document_id = d.id "
                  "WHERE o.id IS NULL") == []
-        assert q("SELECT id FROM chunks WHERE embedding IS NULL OR length(embedding) != 512 * 4") == []
+        assert q("SELECT id FROM chunks WHERE embedding IS NULL OR length(embedding) != 384 * 4") == []
         return {
             "documents": q("SELECT count(*) FROM documents")[0][0],
             "chunks": q("SELECT count(*) FROM chunks")[0][0],

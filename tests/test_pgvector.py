@@ -132,7 +132,7 @@ def fresh(pg_server, embedder, tmp_path: Path) -> Knowledge:
 
 def test_migrations_create_the_table_and_hnsw_index(kb: PgKB) -> None:
     engine = kb.knowledge.engine
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
         assert conn.execute(text("SHOW server_version")).scalar().startswith("18")
@@ -146,10 +146,10 @@ def test_migrations_create_the_table_and_hnsw_index(kb: PgKB) -> None:
         indexdef = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
                                 {"n": kb.pg.index_name}).scalar()
     assert indexdef is not None, "the default model's HNSW index is missing"
-    for part in ("USING hnsw", "vector_ip_ops", "m='16'", "ef_construction='64'", "vector(512)",
-                 "model = 'use-multilingual-v3'"):
+    for part in ("USING hnsw", "vector_ip_ops", "m='16'", "ef_construction='64'", "vector(384)",
+                 "model = 'e5-small'"):  # created by the store on first use; migration 0003 made USE v3's
         assert part in indexdef, (part, indexdef)
-    # the migration names the default index as the store computes it
+    # the migration names the index of the default model of its time as the store computes it
     assert f'"{index_name("use-multilingual-v3", 512)}"' in MIGRATION_0003.read_text() or \
         index_name("use-multilingual-v3", 512) in MIGRATION_0003.read_text()
 
@@ -315,9 +315,9 @@ def test_cli_migrate_and_verify_with_pgvector(pg_server, monkeypatch: pytest.Mon
     runner = CliRunner()
     result = runner.invoke(app, ["migrate"])
     assert result.exit_code == 0, result.output
-    assert "empty -> 0003" in result.output and "pgvector (use-multilingual-v3, 0 vectors)" in result.output
+    assert "empty -> 0004" in result.output and "pgvector (e5-small, 0 vectors)" in result.output
     again = runner.invoke(app, ["migrate"])
-    assert again.exit_code == 0 and "0003 (already up to date)" in again.output, again.output
+    assert again.exit_code == 0 and "0004 (already up to date)" in again.output, again.output
     verify = runner.invoke(app, ["verify"])
     assert verify.exit_code == 0 and "ok: 0 chunks, 0 vectors" in verify.output, verify.output
 
@@ -355,7 +355,7 @@ def test_migration_0003_is_a_noop_without_pgvector(db_url: str, embedder, tmp_pa
         if has_vector:
             pytest.skip("this PostgreSQL has pgvector: the no-op path cannot be shown on it")
         upgrade(engine)
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == "0004"
         assert not inspect(engine).has_table("chunk_vectors")
         with pytest.raises(VectorIndexError, match="PostgreSQL|pgvector"):
             PgVectorStore(engine, embedder.model_id, embedder.dim).load()

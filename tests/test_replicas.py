@@ -76,7 +76,7 @@ def build_pg_kb(srv: PgServer, embedder, directory: Path, total: int = TOTAL) ->
     engine = create_db_engine(url)
     try:
         upgrade(engine)
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == "0004"
     finally:
         engine.dispose()
     build_kb(directory, embedder, api_lines(total), url=url, vector_store="pgvector")

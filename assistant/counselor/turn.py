@@ -53,7 +53,6 @@ from assistant.counselor.sessions import get_session
 from db.conversation import Message, Review
 from db.retry import retrying
 
-LOW_CONFIDENCE = 0.35  # best dense cosine under this: the DB may not cover the question
 MAX_STUDENT_CHARS = 4000
 
 
@@ -230,7 +229,7 @@ class Counselor:
         """What to answer from: the occupation in focus (for an open question with no occupation in play, the best
         match, which follow-ups then refer to), two more from facts memory, passages, recent turns; the prompt."""
         memory, result = turn.memory, turn.retrieval
-        if not turn.facts_now and turn.intent == "explore" and result.hits and result.confidence >= LOW_CONFIDENCE:
+        if not turn.facts_now and turn.intent == "explore" and result.hits and result.confidence >= self.retriever.embedder.low_similarity:
             turn.facts_now = self.retriever.facts.facts_for_documents([result.hits[0].document_id])
             memory.remember(turn.facts_now, turn.turn_no)
         records = memory.fact_records()
@@ -284,7 +283,7 @@ class Counselor:
         """Why a counselor should read this answer, with its priority (lower first), or None."""
         if turn.guard == "replaced":
             return reasons.FACT_GUARD
-        if turn.retrieval.confidence < LOW_CONFIDENCE and not turn.facts_now:
+        if turn.retrieval.confidence < self.retriever.embedder.low_similarity and not turn.facts_now:
             return reasons.LOW_CONFIDENCE
         if self.rng.random() < self.config.review_sample_rate:
             return reasons.SAMPLE

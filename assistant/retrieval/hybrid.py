@@ -28,9 +28,10 @@ MAX_QUERY_CHARS = 2000  # a longer query is cut to its first 2,000 characters
 
 @dataclass(frozen=True)
 class FusionWeights:
-    """Weighted RRF: score(doc) = sum over lists of weight / (k + rank). Tuned on data/eval/retrieval_dev.jsonl."""
+    """Weighted RRF: score(doc) = sum over lists of weight / (k + rank). Tuned for e5-small on
+    data/eval/retrieval_dev.jsonl only (`python -m bench.embedder_bench --tune`: highest Recall@1 + Recall@5)."""
 
-    dense: float = 1.5
+    dense: float = 2.0
     bm25: float = 1.0
     bigram: float = 1.0
     k: float = 10.0
@@ -96,7 +97,7 @@ class HybridRetriever:
         self.weights = weights or FusionWeights()
         # student vocabulary -> dictionary terms, added to these lists' queries (see docs/retrieval.md)
         self.lexicon = (lexicon if lexicon is not None else load_lexicon()) if expansion else None
-        self.expand_lists: tuple[str, ...] = ("bm25", "bigram")  # add "dense" to expand the fused dense list too
+        self.expand_lists: tuple[str, ...] = ("dense", "bm25", "bigram")  # the lists whose query is expanded
 
     def warm(self) -> None:
         """Load everything now instead of on the first query."""
@@ -169,8 +170,8 @@ class HybridRetriever:
         t = time.perf_counter()
         expanded = expand(query, self.lexicon) if self.lexicon is not None else ExpandedQuery(query)
         timings["expand"] = (time.perf_counter() - t) * 1000
-        # the dense list gets the expanded text only in `dense` mode: there it helps (dev R@5 0.574 -> 0.697), in
-        # the fused modes it raised MRR but not R@5 (docs/retrieval.md)
+        # with e5-small the expanded dense query helps in the fused modes too (dev R@1 0.585 -> 0.626 at the same
+        # R@5, docs/retrieval.md); with USE it only helped in `dense` mode, which therefore always expands
         expand_in = self.expand_lists + (("dense",) if mode == "dense" else ())
         text_for = {name: expanded.text if name in expand_in else query for name in ("dense", "bm25", "bigram")}
         lists: dict[str, list[int]] = {}

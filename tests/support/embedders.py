@@ -38,7 +38,7 @@ class DiskCachedEmbedder(Embedder):
 
     def __init__(self, inner: Embedder, directory: Path) -> None:
         self.inner, self.model_id = inner, inner.model_id
-        self.dim = inner.dim
+        self.dim, self.low_similarity = inner.dim, inner.low_similarity
         directory.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(directory / "vectors.sqlite", check_same_thread=False, timeout=30)
         self._db.execute("CREATE TABLE IF NOT EXISTS v (k TEXT PRIMARY KEY, vec BLOB)")

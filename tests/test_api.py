@@ -122,6 +122,12 @@ def test_session_lifecycle_and_erasure(client: TestClient, H: dict, kb: KB, runt
     assert r.status_code == 200, r.text
     assert r.json()["profile"]["school"] == ["고3"] and "interests" not in r.json()["profile"]
     assert_problem(client.patch(f"/v1/sessions/{sid}/profile", json={"hobby": "x"}, headers=H["client"]), 422)
+    r = client.patch(f"/v1/sessions/{sid}/profile", json={"interests": ["010 1234 5678로 연락 주세요", "me@mail.kr 그림"]},
+                     headers=H["client"])
+    assert r.status_code == 200, r.text
+    assert not {"1234", "5678", "me@mail.kr"} & set(" ".join(r.json()["profile"]["interests"]).split()), r.json()
+    pii = new_session(client, H["client"], {"school": "서울고 010-9876-5432"})
+    assert "9876" not in client.get(f"/v1/sessions/{pii}", headers=H["client"]).json()["profile"]["school"][0]
 
     r = client.post(f"/v1/messages/{answer['message_id']}/feedback", json={"rating": "down"}, headers=H["client"])
     assert r.status_code == 201
@@ -190,6 +196,12 @@ def test_message_json(client: TestClient, H: dict, kb: KB, runtime) -> None:
         assert stored.role == "counselor" and stored.text == body["answer"] and stored.seq == 2
     assert_problem(client.post(f"/v1/sessions/{sid}/messages", json={"text": ""}, headers=H["client"]), 422)
     assert_problem(client.post(f"/v1/sessions/{sid}/messages", json={"text": "   "}, headers=H["client"]), 422)
+    invisible = assert_problem(client.post(f"/v1/sessions/{sid}/messages", json={"text": "\u200b\u200d \ufeff"},
+                                           headers=H["client"]), 422)
+    assert "no visible characters" in invisible["detail"]
+    history = client.get(f"/v1/sessions/{sid}/messages", headers=H["client"])
+    assert history.headers["cache-control"] == "no-store"  # conversations are never kept by a cache
+    assert len(history.json()["items"]) == 2
 
 
 def test_message_sse(client: TestClient, H: dict) -> None:

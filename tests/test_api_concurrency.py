@@ -183,3 +183,50 @@ def test_concurrent_sessions_over_several_workers(backend: str, stacks: dict) ->
         engine.dispose()
     print(json.dumps({"backend": backend, "turns": SESSIONS * TURNS, "retries": stack.retries,
                       "worker_pids": len(stack.pids)}))
+
+
+ONE_SESSION_TURNS, RUNS = 20, 20
+CRISIS = "요즘 너무 힘들어서 죽고 싶어요"
+
+
+async def _one_session_at_once(stack: Stack, run: int) -> str:
+    """20 turns of one session sent at the same moment over the stack's servers, one of them a crisis turn."""
+    clients = [httpx.AsyncClient(base_url=s.url, headers=bearer(stack.key), timeout=120) for s in stack.servers]
+    try:
+        r = await clients[0].post("/v1/sessions", json={})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        crisis_at = (run * 7) % ONE_SESSION_TURNS
+        texts = [CRISIS if k == crisis_at else f"{TOPICS[k % len(TOPICS)]}에 대해 알려주세요 ({k})"
+                 for k in range(ONE_SESSION_TURNS)]
+        await asyncio.gather(*(_turn(clients[k % len(clients)], stack, sid, t, sse=False) for k, t in enumerate(texts)))
+        return sid
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_concurrent_turns_of_one_session_keep_every_turn_and_the_safety_state(backend: str, stacks: dict) -> None:
+    """Issue 16: turns of one session are stored one at a time on the state the previous one left, and careful mode
+    set by a crisis turn is never cleared by a concurrent ordinary turn (20 runs of 20 simultaneous turns)."""
+    if backend not in stacks:
+        pytest.skip(f"PostgreSQL unavailable: {postgres_unavailable()}")
+    from assistant.counselor.memory import KEEP_RECENT_MESSAGES
+
+    stack = stacks[backend]
+    sids = [asyncio.run(_one_session_at_once(stack, run)) for run in range(RUNS)]
+    engine = create_db_engine(stack.kb.url)
+    try:
+        with session_factory(engine)() as s:
+            for sid in sids:
+                session = s.get(ChatSession, sid)
+                rows = list(s.scalars(select(Message).where(Message.session_id == sid).order_by(Message.seq)))
+                assert [m.seq for m in rows] == list(range(1, 2 * ONE_SESSION_TURNS + 1))
+                assert (session.turns, session.careful, session.urgent) == (ONE_SESSION_TURNS, True, True), sid
+                # the summary folded every message but the recent ones, in order, exactly once
+                assert session.summary_upto == 2 * ONE_SESSION_TURNS - KEEP_RECENT_MESSAGES
+                last_folded = " ".join(rows[session.summary_upto - 1].text.split())[:20]
+                assert last_folded in session.summary.split("\n")[-1]
+    finally:
+        engine.dispose()

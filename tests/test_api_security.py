@@ -192,6 +192,11 @@ def test_scrubber_keeps_uvicorn_access_records_formattable(keys) -> None:
     KeyScrubber().filter(record)
     assert isinstance(record.args, tuple) and len(record.args) == 5
     assert key not in record.getMessage() and "/v1/sessions?key=" in record.getMessage()
+    encoded = key.replace("_", "%5F")  # a key URL-encoded in some other query parameter
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5000", "GET", f"/v1/sessions?q={encoded}", "1.1", 200), None)
+    KeyScrubber().filter(record)
+    assert encoded[12:] not in record.getMessage() and encoded[4:] not in record.getMessage()
 
 
 @pytest.mark.slow

@@ -98,6 +98,27 @@ class BodyLimit:
                            headers={"Connection": "close"})(scope, receive, send)
 
 
+class NoStore:
+    """`Cache-Control: no-store` on every /v1/ response: they carry conversations, profiles and exports, which no
+    browser or proxy cache may keep."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
+
+
 class AccessLog(ResponseObserver):
     """One line per request on `jinro.api.access`: method, path (never the query), status, time, key prefix."""
 
@@ -162,6 +183,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.include_router(module.router)
     web.install(app)  # the student chat (/app) and review console (/console) pages, files under /static
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
+    app.add_middleware(NoStore)
     app.add_middleware(AccessLog)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_log_scrubber()

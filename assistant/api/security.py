@@ -61,8 +61,9 @@ def looks_like_key(token: str) -> bool:
 
 _SECRETS = (
     (re.compile(r"(jnr_[A-Za-z0-9_\-]{8})[A-Za-z0-9_\-]{4,}"), r"\1…[redacted]"),
+    (re.compile(r"(?i)(jnr%5f[A-Za-z0-9_\-%]{8})[A-Za-z0-9_\-%]{4,}"), r"\1…[redacted]"),  # URL-encoded
     (re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"), r"\1[redacted]"),
-    (re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|token|key)=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|token|key)(?:=|%3d))[^&\s\"']+"), r"\1[redacted]"),
     (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\"\n]+"), r"\1[redacted]"),
 )
 
@@ -70,7 +71,7 @@ _SECRETS = (
 def scrub(text: str, *, keys_only: bool = False) -> str:
     """`text` without API keys, bearer tokens and `key=` values (`keys_only`: only things shaped like our keys,
     which leaves `%s` placeholders of a format string intact)."""
-    for pattern, repl in _SECRETS[:1] if keys_only else _SECRETS:
+    for pattern, repl in _SECRETS[:2] if keys_only else _SECRETS:
         text = pattern.sub(repl, text)
     return text
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.errors import SessionNotFound
 from assistant.counselor.profile import Profile
+from assistant.safety.redaction import redact
 from db.conversation import ChatSession, Message
 
 NAMESPACE = uuid.UUID("6f1c2a5e-3b7d-4c1e-9a55-2f0d8b9e7c41")  # session ids derived from (owner, a client's name)
@@ -23,7 +24,7 @@ def create_session(factory: sessionmaker[Session], owner: str, profile: dict[str
     p = Profile()
     for slot, value in (profile or {}).items():
         for v in value if isinstance(value, list) else [value]:
-            p.set(slot, str(v), 0)
+            p.set(slot, redact(str(v)), 0)  # a profile is personal data's favourite place: redacted like messages
     row = ChatSession(id=session_id or str(uuid.uuid4()), owner=owner, profile=p.to_json())
     with factory() as s:
         s.add(row)
@@ -96,7 +97,7 @@ def update_profile(factory: sessionmaker[Session], session_id: str, owner: str |
         for slot, value in values.items():
             profile.slots.pop(slot, None)
             for v in value if isinstance(value, list) else ([] if value is None else [value]):
-                profile.set(slot, v, row.turns)
+                profile.set(slot, redact(str(v)), row.turns)
         row.profile = profile.to_json()
         s.commit()
         return row

@@ -25,12 +25,13 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,7 +51,7 @@ from assistant.safety.redaction import redact
 from assistant.retrieval.hybrid import HybridRetriever, RetrievalResult
 from assistant.safety.crisis import CrisisAssessment, crisis_reply, detect_crisis, help_lines_for
 from assistant.counselor.sessions import get_session
-from db.conversation import Message, Review
+from db.conversation import ChatSession, Message, Review
 from db.retry import retrying
 
 MAX_STUDENT_CHARS = 4000
@@ -117,6 +118,16 @@ class TurnState:
         self.clock = now
 
 
+# zero-width and other format characters (ZWSP, ZWNJ, ZWJ, word joiner, BOM, soft hyphen, bidi marks): a message of
+# only these is empty
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+
+
+def _set_careful(memory: Memory, _turn_no: int) -> None:
+    """A crisis turn's change: careful mode for the rest of the session (nothing ever clears it)."""
+    memory.careful = True
+
+
 def _facts_json(f: OccupationFacts) -> dict:
     return {"external_id": f.external_id, "name": f.name, "education": f.education_short,
             "certificates": list(f.certificates), "related": list(f.related[:8]), "survey_year": f.survey_year}
@@ -180,9 +191,9 @@ class Counselor:
     def _receive(self, session_id: str, text: str, owner: str | None) -> TurnState:
         """Normalise and redact the message first, then load the session's memory."""
         clock = time.perf_counter()
-        text = " ".join(text.split())[:MAX_STUDENT_CHARS]
+        text = " ".join(_INVISIBLE.sub("", text).split())[:MAX_STUDENT_CHARS]
         if not text:
-            raise RetrievalError("the message is empty — write what you would like to talk about")
+            raise RetrievalError("the message has no visible characters — write what you would like to talk about")
         redacted = redact(text)
         with self.factory() as s:
             session = get_session(s, session_id, owner, idle_timeout=self.config.idle_timeout)
@@ -200,9 +211,8 @@ class Counselor:
         for piece in turn.answer.split("\n"):
             yield piece + "\n"
         safety = self._safety(turn.assessment, memory)
-        memory.turns = turn.turn_no
         yield self._store(memory, turn.text, turn.answer, [], [], [], safety, turn.timings, "safety-script", None, None,
-                          review=reasons.CRISIS, urgent=True, clock=turn.clock)
+                          review=reasons.CRISIS, urgent=True, clock=turn.clock, change=_set_careful)
 
     def _understand(self, turn: TurnState) -> None:
         """The occupations the turn names, else the one in focus when the student refers back to it or asks about
@@ -270,10 +280,16 @@ class Counselor:
         review = self._review(turn)
         facts_used = [_facts_json(f) for f in memory.fact_records()[-1:]] if turn.facts_now else []
         passages = [passage_of(h).__dict__ for h in result.hits[: self.config.passages]]
-        memory.turns = turn.turn_no
+        named = [f.name for f in turn.named]
+
+        def change(m: Memory, turn_no: int) -> None:  # this turn's dialogue state, applied again at store time
+            m.remember(turn.facts_now, turn_no)
+            update_profile(m.profile, turn.text, turn_no, named)
+
         stored = self._store(memory, turn.text, turn.answer, citations, facts_used, passages,
                              self._safety(turn.assessment, memory), turn.timings, self.generator.name,
-                             result.confidence, turn.guard, review=review, urgent=False, clock=turn.clock)
+                             result.confidence, turn.guard, review=review, urgent=False, clock=turn.clock,
+                             change=change)
         if turn.model_answer is not None:
             stored.extra["model_answer"] = turn.model_answer  # what the model said, for evaluation; never shown
         return stored
@@ -314,19 +330,27 @@ class Counselor:
     def _store(self, memory: Memory, student_text: str, answer: str, citations: list[dict], facts_used: list[dict],
                passages: list[dict], safety: dict, timings: dict[str, float], generator: str,
                confidence: float | None, guard: str | None, *, review: tuple[str, int] | None, urgent: bool,
-               clock: float) -> TurnResult:
+               clock: float, change: Callable[[Memory, int], None]) -> TurnResult:
+        """Store both messages and the session's new state in one transaction. `change` applies this turn's
+        dialogue state (facts memory, profile, careful mode) to the state as stored *now*: a turn of the same
+        session stored since this one began is kept, not overwritten, and safety flags only ever get set."""
         store = retrying((IntegrityError, OperationalError), attempts=5,
                          wait=lambda n: 0.02 * n + self.rng.random() * 0.03)
         try:
             return store(self._store_once, memory, student_text, answer, citations, facts_used, passages, safety,
-                         timings, generator, confidence, guard, review, urgent, clock)
+                         timings, generator, confidence, guard, review, urgent, clock, change)
         except (IntegrityError, OperationalError) as exc:
             raise ConcurrentTurn(
                 f"could not store the turn of session {memory.session_id} — please send it again") from exc
 
     def _store_once(self, memory, student_text, answer, citations, facts_used, passages, safety, timings, generator,
-                    confidence, guard, review, urgent, clock) -> TurnResult:
+                    confidence, guard, review, urgent, clock, change) -> TurnResult:
         with self.factory() as s:
+            # the first statement writes the session row: it takes that row's lock (PostgreSQL) or the database's
+            # write lock (SQLite) before anything is read, so the turns of one session are stored one at a time,
+            # each on the state the previous one left
+            s.execute(update(ChatSession).where(ChatSession.id == memory.session_id)
+                      .values(last_active_at=datetime.now(timezone.utc)))
             session = get_session(s, memory.session_id, None)
             seq = (s.scalar(select(func.max(Message.seq)).where(Message.session_id == session.id)) or 0) + 1
             student = Message(session_id=session.id, seq=seq, role="student", text=redact(student_text), safety=safety)
@@ -338,12 +362,12 @@ class Counselor:
             s.add_all([student, counselor])
             s.flush()
             fresh = load_memory(s, session)
-            memory.history, memory.history_seqs = fresh.history, fresh.history_seqs
-            memory.summary_upto = max(memory.summary_upto, fresh.summary_upto)
-            fold_summary(memory)
-            save_memory(session, memory)
+            fresh.turns += 1
+            change(fresh, fresh.turns)
+            fold_summary(fresh)
+            save_memory(session, fresh)
             session.urgent = session.urgent or urgent
-            session.last_active_at = datetime.now(timezone.utc)
+            memory.__dict__.update(fresh.__dict__)  # the caller's memory is now the stored one
             if review is not None:
                 s.add(Review(message_id=counselor.id, reason=review[0], priority=review[1]))
             timings["store"] = round((time.perf_counter() - clock) * 1000, 2)

@@ -76,7 +76,7 @@ def knowledge(model: str) -> Knowledge:
 
 def throughput(model: str) -> dict[str, Any]:
     embedder = load_embedder(model, threads=2)
-    texts = random.Random(7).sample(list(dictionary_texts(BUNDLED_DICTIONARY)), 48)
+    texts = random.Random(7).sample(list(dictionary_texts(BUNDLED_DICTIONARY, views=False)), 48)
     embedder.embed(texts[:2])
     t = time.perf_counter()
     embedder.embed(texts)
@@ -106,10 +106,9 @@ def float16_check(k: Knowledge, sets: dict[str, list[Question]]) -> dict[str, An
     f32_path = SHIPPED_DIR / ".float32-e5-small.npy"
     if not f32_path.exists():
         return {"skipped": "no float32 vectors from the build (data/vectors/.float32-e5-small.npy)"}
-    texts = list(dictionary_texts(BUNDLED_DICTIONARY))
+    all_texts = list(dictionary_texts(BUNDLED_DICTIONARY))
     table, _ = load_shipped(SHIPPED_DIR, "e5-small")
-    f16 = np.vstack(table.lookup(texts))
-    f32 = np.load(f32_path)
+    f32_all = np.load(f32_path)  # rows in dictionary_texts order
     doc_of = {}
     for item in read_jobs(BUNDLED_DICTIONARY):
         if isinstance(item, tuple):
@@ -117,6 +116,9 @@ def float16_check(k: Knowledge, sets: dict[str, list[Question]]) -> dict[str, An
 
             for c in chunk_text(item[0].text, 600, 120):
                 doc_of.setdefault(text_key(chunk_context(item[0].title, c.text)), item[0].external_id)
+    keep = [i for i, t in enumerate(all_texts) if text_key(t) in doc_of]  # the chunks (not the views)
+    texts = [all_texts[i] for i in keep]
+    f16, f32 = np.vstack(table.lookup(texts)), f32_all[keep]
     docs = np.array([doc_of[text_key(t)] for t in texts])
     embedder = E5Embedder()
     out = {}

@@ -20,10 +20,17 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+def head_revision() -> str:
+    """The newest migration's revision (what `upgrade` brings a database to)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision`; a no-op when it is already there. Safe to run from several processes."""
     cfg = alembic_config(engine)
-    if current_revision(engine) == ScriptDirectory.from_config(cfg).get_current_head():
+    if current_revision(engine) == head_revision():
         return
     with engine.begin() as conn:
         # Serialise concurrent upgrades (two processes starting on a fresh DB): take a lock first, so Alembic

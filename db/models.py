@@ -36,6 +36,11 @@ class Document(Base):
     meta: Mapped[dict] = mapped_column("metadata", default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    # the document's "view": a short text that says what the whole document is about (job documents: the
+    # occupation's name and summary), embedded like a chunk; the dense list adds its score to the best chunk's
+    view_text: Mapped[str | None] = mapped_column(Text)
+    view_embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    view_model: Mapped[str | None] = mapped_column(String(200))
 
     chunks: Mapped[list[Chunk]] = relationship(
         back_populates="document", cascade="all, delete-orphan", passive_deletes=True, order_by="Chunk.position"

@@ -94,11 +94,25 @@ def reembed(
     batch_size: int = 256,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Embed every chunk whose vector is not from `embedder` (all chunks with full=True). Returns the count.
+    """Embed every chunk whose vector is not from `embedder` (all chunks with full=True), and the documents'
+    views likewise. Returns the number of chunks.
 
     Commits batch by batch, so an interrupted reindex resumes where it stopped.
     """
     model = embedder.model_id
+    with factory() as s:
+        stale_views = Document.view_text.is_not(None) & (Document.view_model.is_(None) | (Document.view_model != model))
+        view_todo = list(s.execute(select(Document.id, Document.view_text).where(
+            Document.view_text.is_not(None) if full else stale_views).order_by(Document.id)))
+    for start in range(0, len(view_todo), batch_size):
+        part = view_todo[start : start + batch_size]
+        vectors = embedder.embed([text for _, text in part])
+        with factory() as s:
+            for (doc_id, _), v in zip(part, vectors):
+                s.execute(update(Document).where(Document.id == doc_id).values(
+                    view_embedding=np.asarray(v, np.float32).tobytes(), view_model=model))
+            bump_version(s)
+            s.commit()
     stale = Chunk.embedding_model.is_(None) | (Chunk.embedding_model != model)
     with factory() as s:
         condition = Chunk.id.is_not(None) if full else stale

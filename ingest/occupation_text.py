@@ -132,6 +132,12 @@ def document_text(f: OccupationFields) -> str:
     return "\n\n".join(parts)
 
 
+def view_text(f: OccupationFields) -> str:
+    """What the occupation is, in one short text (name, newline, summary): the document's view, embedded beside its
+    chunks (retrieval: the dense list scores a document by its best chunk plus its view)."""
+    return f"{f.name}\n{f.summary}" if f.summary else f.name
+
+
 def fact_lines(f: OccupationFields) -> tuple[str, ...]:
     """The `label: value` lines of an occupation's fact block (the name always, the rest where known)."""
     lines = [f"{LABELS['name']}: {f.name}"]

@@ -21,6 +21,7 @@ from ingest.chunking import ChunkText, chunk_context, chunk_text
 from ingest.documents import SourceDocument
 from ingest.embedding import Embedder
 from ingest.errors import EmbeddingModelMismatch, RecordError
+from ingest.occupation_text import view_text
 from ingest.occupations import upsert_occupation
 from ingest.jobs import OccupationRecord
 from ingest.lexical import morphemes_many
@@ -51,6 +52,8 @@ class _Pending:
     chunks: list[ChunkText] = field(default_factory=list)
     vectors: list[np.ndarray | None] = field(default_factory=list)
     terms: list[list[str]] = field(default_factory=list)
+    view: str | None = None  # job documents: name and summary (ingest.occupation_text.view_text)
+    view_vector: np.ndarray | None = None
 
 
 def bump_version(session: Session) -> None:
@@ -140,6 +143,7 @@ class Ingester:
                     continue
                 p = _Pending(doc, occ, old[0] if old else None)
                 p.chunks = chunk_text(doc.text, self.chunk_size, self.chunk_overlap)
+                p.view = view_text(occ.fields) if occ is not None else None
                 pending.append(p)
             if not pending:
                 return
@@ -179,20 +183,31 @@ class Ingester:
                     report.chunks_reused += 1
                 else:
                     todo.append((p, i, chunk_context(p.doc.title, c.text)))
-        if todo:
-            vectors = self.embedder.embed([t for _, _, t in todo])
+        views = [p for p in pending if p.view]
+        if todo or views:
+            vectors = self.embedder.embed([t for _, _, t in todo] + [p.view for p in views])
             for (p, i, _), v in zip(todo, vectors):
                 p.vectors[i] = v
+            for p, v in zip(views, vectors[len(todo):]):
+                p.view_vector = np.asarray(v, dtype=np.float32)
             report.chunks_embedded += len(todo)
 
     def _hash(self, doc: SourceDocument) -> str:
-        """The stored hash covers the chunking settings too: changing them re-chunks (vectors are reused)."""
-        return hashlib.sha256(f"{doc.content_hash}:{self.chunk_size}:{self.chunk_overlap}".encode()).hexdigest()
+        """The stored hash covers the chunking settings too: changing them re-chunks (vectors are reused); and the
+        version of what is derived beside the chunks (`views1`: document views), so loading the same source again
+        after an upgrade adds what is new."""
+        key = f"{doc.content_hash}:{self.chunk_size}:{self.chunk_overlap}:views1"
+        return hashlib.sha256(key.encode()).hexdigest()
 
     @staticmethod
     def _key(p: _Pending, c: ChunkText) -> str:
         """A chunk's content hash covers its title too, since the title is embedded with it."""
         return ChunkText(c.position, chunk_context(p.doc.title, c.text)).content_hash
+
+    def _view_values(self, p: _Pending) -> dict:
+        if p.view is None or p.view_vector is None:
+            return {"view_text": None, "view_embedding": None, "view_model": None}
+        return {"view_text": p.view, "view_embedding": p.view_vector.tobytes(), "view_model": self.embedder.model_id}
 
     def _write(self, s: Session, p: _Pending) -> None:
         d = p.doc
@@ -201,13 +216,13 @@ class Ingester:
             s.execute(
                 update(Document).where(Document.id == p.existing_id).values(
                     title=d.title, source_path=d.source_path, content_hash=self._hash(d), as_of=d.as_of,
-                    meta=d.metadata, kind=self.kind,
+                    meta=d.metadata, kind=self.kind, **self._view_values(p),
                 )
             )
             doc_id = p.existing_id
         else:
             row = Document(external_id=d.external_id, kind=self.kind, title=d.title, source_path=d.source_path,
-                           content_hash=self._hash(d), as_of=d.as_of, meta=d.metadata)
+                           content_hash=self._hash(d), as_of=d.as_of, meta=d.metadata, **self._view_values(p))
             s.add(row)
             s.flush()
             doc_id = row.id

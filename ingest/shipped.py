@@ -127,18 +127,21 @@ def with_shipped(embedder: Embedder, directory: Path = SHIPPED_DIR) -> tuple[Emb
 
 
 # -- building the file --------------------------------------------------------------------------------------
-def dictionary_texts(source: Path, chunk_size: int = 600, chunk_overlap: int = 120) -> Iterator[str]:
-    """The texts the ingest pipeline embeds for `source` (title + chunk), in order, each once."""
+def dictionary_texts(source: Path, chunk_size: int = 600, chunk_overlap: int = 120, *,
+                     views: bool = True) -> Iterator[str]:
+    """The texts the ingest pipeline embeds for `source` (title + chunk, then the document's view unless
+    `views=False`), each once."""
     from ingest.chunking import chunk_context, chunk_text
     from ingest.jobs import read_jobs
+    from ingest.occupation_text import view_text
 
     seen: set[str] = set()
     for item in read_jobs(source):
         if not isinstance(item, tuple):
             continue
-        doc = item[0]
-        for c in chunk_text(doc.text, chunk_size, chunk_overlap):
-            text = chunk_context(doc.title, c.text)
+        doc, record = item
+        texts = [chunk_context(doc.title, c.text) for c in chunk_text(doc.text, chunk_size, chunk_overlap)]
+        for text in [*texts, view_text(record.fields)] if views else texts:
             if text not in seen:
                 seen.add(text)
                 yield text

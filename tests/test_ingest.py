@@ -279,6 +279,10 @@ def test_other_embedding_model_is_refused_until_reembedded(knowledge, embedder, 
     assert diff_index(knowledge.factory, other_store).ok and len(other_store) == len(ids_before)
     assert reembed(knowledge.factory, other) == 0  # nothing left to do
 
+    with knowledge.factory() as s:  # the documents' views were re-embedded with the chunks
+        assert set(s.scalars(select(Document.view_model))) == {other.model_id}
+        assert {len(b) for b in s.scalars(select(Document.view_embedding))} == {other.dim * 4}
+
     # the old model's index now lacks every chunk; the new model's index answers searches
     assert diff_index(knowledge.factory, FaissStore(knowledge.index_dir, embedder.model_id, embedder.dim).load()).unembedded == len(ids_before)
     with knowledge.factory() as s:
@@ -396,6 +400,20 @@ def test_stored_vector_is_the_embedding_of_title_and_text(knowledge, embedder, s
         assert np.allclose(np.frombuffer(blob, dtype=np.float32), embedder.embed([context])[0], atol=1e-5)
         assert content_hash == hashlib.sha256(context.encode()).hexdigest()
     assert not rows[1][0].startswith("사회복지사(일반)\n")  # the title is not stored in the chunk text itself
+
+
+def test_a_job_document_has_its_view_embedded_and_a_plain_document_has_none(knowledge, embedder, small_jobs) -> None:
+    ingest_jobs(knowledge, embedder, small_jobs)
+    Ingester(knowledge.factory, embedder).run([SourceDocument("note-1", "상담 메모", "진로 상담은 학교에서 받을 수 있다.",
+                                                              "notes.md")])
+    with knowledge.factory() as s:
+        view, blob, model = s.execute(select(Document.view_text, Document.view_embedding, Document.view_model)
+                                      .where(Document.external_id == "job:K000004270")).one()
+        plain = s.execute(select(Document.view_text, Document.view_embedding)
+                          .where(Document.external_id == "note-1")).one()
+    assert view.startswith("사회복지사(일반)\n") and len(view.split("\n")) == 2 and model == embedder.model_id
+    assert np.allclose(np.frombuffer(blob, dtype=np.float32), embedder.embed([view])[0], atol=1e-5)
+    assert tuple(plain) == (None, None)
 
 
 # ------------------------------------------------------------------------------------------------ chunking

@@ -25,7 +25,7 @@ from assistant.retrieval.hybrid import HybridRetriever
 from db.base import Base
 from db.engine import create_db_engine, normalise_url
 from db.errors import VectorIndexError
-from db.migrate import current_revision, upgrade
+from db.migrate import current_revision, head_revision, upgrade
 from db.pgvector import PgVectorStore, index_name
 from db.vectorstore import FaissStore
 from ingest.chunking import chunk_context
@@ -132,7 +132,7 @@ def fresh(pg_server, embedder, tmp_path: Path) -> Knowledge:
 
 def test_migrations_create_the_table_and_hnsw_index(kb: PgKB) -> None:
     engine = kb.knowledge.engine
-    assert current_revision(engine) == "0004"
+    assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
         assert conn.execute(text("SHOW server_version")).scalar().startswith("18")
@@ -315,9 +315,9 @@ def test_cli_migrate_and_verify_with_pgvector(pg_server, monkeypatch: pytest.Mon
     runner = CliRunner()
     result = runner.invoke(app, ["migrate"])
     assert result.exit_code == 0, result.output
-    assert "empty -> 0004" in result.output and "pgvector (e5-small, 0 vectors)" in result.output
+    assert f"empty -> {head_revision()}" in result.output and "pgvector (e5-small, 0 vectors)" in result.output
     again = runner.invoke(app, ["migrate"])
-    assert again.exit_code == 0 and "0004 (already up to date)" in again.output, again.output
+    assert again.exit_code == 0 and f"{head_revision()} (already up to date)" in again.output, again.output
     verify = runner.invoke(app, ["verify"])
     assert verify.exit_code == 0 and "ok: 0 chunks, 0 vectors" in verify.output, verify.output
 
@@ -355,7 +355,7 @@ def test_migration_0003_is_a_noop_without_pgvector(db_url: str, embedder, tmp_pa
         if has_vector:
             pytest.skip("this PostgreSQL has pgvector: the no-op path cannot be shown on it")
         upgrade(engine)
-        assert current_revision(engine) == "0004"
+        assert current_revision(engine) == head_revision()
         assert not inspect(engine).has_table("chunk_vectors")
         with pytest.raises(VectorIndexError, match="PostgreSQL|pgvector"):
             PgVectorStore(engine, embedder.model_id, embedder.dim).load()

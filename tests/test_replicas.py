@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from db.engine import create_db_engine
-from db.migrate import current_revision, upgrade
+from db.migrate import current_revision, head_revision, upgrade
 from tests.support.api_client import bearer, new_key
 from tests.support.knowledge_base import KB, api_lines, build_kb
 from tests.support.postgres import PgServer, PgServerUnavailable
@@ -76,7 +76,7 @@ def build_pg_kb(srv: PgServer, embedder, directory: Path, total: int = TOTAL) ->
     engine = create_db_engine(url)
     try:
         upgrade(engine)
-        assert current_revision(engine) == "0004"
+        assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
     build_kb(directory, embedder, api_lines(total), url=url, vector_store="pgvector")

@@ -63,6 +63,10 @@ class Snapshot:
     # document-level BM25 (all chunk terms of a document as one text; row i = document doc_rows[i])
     doc_morph: LexicalIndex | None = None
     doc_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # first chunk row of each doc
+    doc_first_row: dict[int, int] = field(default_factory=dict)  # document id -> row of its first chunk
+    # document views embedded by the index's model (Document.view_*): row i is document view_doc_ids[i]
+    view_doc_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    views: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     def __post_init__(self) -> None:
         for i, ext in enumerate(self.external_ids):
@@ -73,12 +77,17 @@ class Snapshot:
         return len(self.chunk_ids) == 0
 
 
-def load_snapshot(factory: sessionmaker[Session], version: int, *, bigrams: bool) -> Snapshot:
+def load_snapshot(factory: sessionmaker[Session], version: int, *, bigrams: bool,
+                  model_id: str | None = None) -> Snapshot:
+    """`model_id`: the index's model; the document views embedded by it are loaded too."""
     with factory() as s:
         rows = s.execute(
             select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.terms, Document.external_id, Document.title,
                    Document.as_of).join(Document).order_by(Chunk.id)
         ).all()
+        view_rows = s.execute(select(Document.id, Document.view_embedding).where(
+            Document.view_model == model_id, Document.view_embedding.is_not(None)).order_by(Document.id)).all() \
+            if model_id else []
     missing = [i for i, r in enumerate(rows) if r.terms is None]  # chunks from before terms were stored
     computed = morphemes_many([chunk_context(rows[i].title, rows[i].text) for i in missing]) if missing else []
     terms = [r.terms.split() if r.terms else [] for r in rows]
@@ -104,6 +113,10 @@ def load_snapshot(factory: sessionmaker[Session], version: int, *, bigrams: bool
         # b=0.3: long documents (many duties) are not penalised much; tuned on the dev set (see docs/retrieval.md)
         doc_morph=LexicalIndex(list(doc_terms.values()), k1=1.2, b=0.3),
         doc_rows=np.fromiter(doc_first.values(), dtype=np.int64, count=len(doc_first)),
+        doc_first_row=doc_first,
+        view_doc_ids=np.fromiter((r.id for r in view_rows), dtype=np.int64, count=len(view_rows)),
+        views=np.vstack([np.frombuffer(r.view_embedding, dtype=np.float32) for r in view_rows]) if view_rows
+        else np.zeros((0, 0), np.float32),
     )
 
 
@@ -138,5 +151,5 @@ class Corpus:
             self.store.load()
         if self.store.knowledge_version != version:
             sync_index(self.factory, self.store, save=False)
-        self._snapshot = load_snapshot(self.factory, version, bigrams=self.bigrams)
+        self._snapshot = load_snapshot(self.factory, version, bigrams=self.bigrams, model_id=self.store.model_id)
         self.refreshes += 1

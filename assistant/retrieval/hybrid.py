@@ -82,6 +82,31 @@ def _doc_ranking(snap: Snapshot, rows: np.ndarray) -> list[int]:
     return out
 
 
+def _with_views(snap: Snapshot, ranking: list[int], cos: dict[int, float], view_scores: np.ndarray,
+                depth: int) -> list[int]:
+    """The dense document ranking with document views: a document scores its best chunk's cosine plus its view's
+    (one without a view counts its best chunk twice); a document that only its view brings among the best counts
+    the weakest candidate chunk's cosine. On dev (e5-small) this lifted dense R@5 0.723 -> 0.779 and hybrid R@5
+    0.897 -> 0.933 (docs/retrieval.md). Returns each document's chunk row (its best candidate, else its first)."""
+    floor = min(cos.values()) if cos else 0.0
+    score: dict[int, float] = {}
+    row_of_doc: dict[int, int] = {}
+    for r in ranking:
+        d = int(snap.doc_ids[r])
+        row_of_doc[d] = r
+        score[d] = 2 * cos[r]
+    with_view = np.searchsorted(snap.view_doc_ids, np.fromiter(score, dtype=np.int64, count=len(score)))
+    for d, i in zip(list(score), with_view):
+        if i < len(snap.view_doc_ids) and snap.view_doc_ids[i] == d:
+            score[d] = cos[row_of_doc[d]] + float(view_scores[i])
+    for i in np.argsort(-view_scores)[: depth * 2]:
+        d = int(snap.view_doc_ids[i])
+        if d not in score and d in snap.doc_first_row:
+            score[d] = floor + float(view_scores[i])
+            row_of_doc[d] = snap.doc_first_row[d]
+    return [row_of_doc[d] for d in sorted(score, key=score.__getitem__, reverse=True)[:depth]]
+
+
 class HybridRetriever:
     def __init__(self, factory: sessionmaker[Session], embedder: Embedder, store: FaissStore, *,
                  weights: FusionWeights | None = None, check_every: float = 2.0, lexicon: Lexicon | None = None,
@@ -127,7 +152,10 @@ class HybridRetriever:
             if r is not None:
                 rows.append(r)
                 cos[r] = float(s)
-        return _doc_ranking(snap, np.asarray(rows, dtype=np.int64))[:depth], cos
+        ranking = _doc_ranking(snap, np.asarray(rows, dtype=np.int64))
+        if not len(snap.views) or snap.views.shape[1] != vec.shape[1]:
+            return ranking[:depth], cos
+        return _with_views(snap, ranking, cos, snap.views @ vec[0], depth), cos
 
     def _lexical(self, snap: Snapshot, query: str, depth: int, kind: str) -> list[int]:
         """BM25 list of documents, each as its best chunk row. `bm25` ranks whole documents (all chunk terms as

@@ -21,7 +21,6 @@ import logging
 import re
 import shutil
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -36,8 +35,7 @@ from ingest.knowledge import Knowledge
 from ingest.readers import ReaderOptions, read_file
 
 log = logging.getLogger("jinro.ingest")
-STALE_AFTER = 60.0  # seconds without a heartbeat after which a running run is taken over
-BEAT_EVERY = 2.0
+STALE_AFTER = 60.0  # seconds without a heartbeat (service.BEAT_EVERY) after which a running run is taken over
 
 
 def _now() -> datetime:
@@ -121,31 +119,17 @@ def work(k: Knowledge, run_id: int, lock: threading.Lock | None = None) -> None:
     spool = Path(params["spool"])
     paths = [spool / name for name in params["files"] if (spool / name).exists()]
     skipped: list[str] = []
-    last = [time.monotonic(), 0]
-
-    def progress(n: int) -> None:
-        last[1] += n
-        if time.monotonic() - last[0] >= BEAT_EVERY:
-            last[0] = time.monotonic()
-            with k.factory() as s:
-                s.execute(update(IngestRun).where(IngestRun.id == run_id).values(done=last[1], heartbeat_at=_now()))
-                s.commit()
-
     items = _items(paths, spool, params["format"], ReaderOptions(**params["options"]), skipped)
     try:
         with lock or threading.Lock():
             service.ingest_items(k, items, kind="job" if params["format"] == "jobs" else "doc", command=command,
                                  chunk_size=params["chunk_size"], chunk_overlap=params["chunk_overlap"],
-                                 on_progress=progress, run_id=run_id, problems=skipped)
+                                 run_id=run_id, problems=skipped)
     except Exception as exc:
         log.exception("background ingest run %s failed", run_id)
         with k.factory() as s:  # a failure before the run was recorded as failed (an unusable index) is recorded too
             s.execute(update(IngestRun).where(IngestRun.id == run_id, IngestRun.status == "running").values(
                 status="failed", finished_at=_now(), message=f"{type(exc).__name__}: {exc}"[:2000]))
-            s.commit()
-    finally:
-        with k.factory() as s:
-            s.execute(update(IngestRun).where(IngestRun.id == run_id).values(done=last[1]))
             s.commit()
     shutil.rmtree(spool, ignore_errors=True)
 

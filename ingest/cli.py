@@ -40,7 +40,9 @@ IndexKindOpt = Annotated[str, typer.Option("--index-kind", help="flat (exact, de
 
 def _open(db: str | None, index_kind: str = "flat") -> Knowledge:
     settings = Settings()
-    return open_configured(settings, db, index_kind=index_kind)
+    k = open_configured(settings, db, index_kind=index_kind)
+    service.mark_interrupted(k)  # runs whose process was killed: `interrupted`, not `running` forever
+    return k
 
 
 def _fail(message: str, code: int = 2) -> None:

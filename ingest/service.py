@@ -15,8 +15,11 @@ its documents undone, and running the same command again must repair them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Literal
+
+from sqlalchemy import func, update
 
 from db.models import IngestRun
 from ingest.indexing import sync_index
@@ -25,6 +28,8 @@ from ingest.occupations import resolve_relations
 from ingest.pipeline import IngestReport, Ingester, Item, remove_documents
 
 Kind = Literal["job", "doc"]
+BEAT_EVERY = 2.0  # seconds between heartbeats of a running run
+INTERRUPTED_AFTER = 600.0  # a foreground run silent this long is taken for dead
 Progress = Callable[[int], None]  # called with the number of items just handled
 
 
@@ -42,6 +47,7 @@ def _finish_run(k: Knowledge, run_id: int, report: IngestReport, status: str) ->
         run.status, run.finished_at = status, datetime.now(timezone.utc)
         run.added, run.updated, run.unchanged, run.removed = report.added, report.updated, report.unchanged, report.removed
         run.errors, run.chunks_embedded, run.chunks_reused = len(report.problems), report.chunks_embedded, report.chunks_reused
+        run.done = report.added + report.updated + report.unchanged + len(report.problems)
         run.message = "\n".join(report.problems[:50])
         s.commit()
 
@@ -58,10 +64,23 @@ def ingest_items(knowledge: Knowledge, items: Iterable[Item], *, kind: Kind, com
     store = knowledge.store()  # an unusable index fails here, before a run is recorded
     run_id = run_id if run_id is not None else _start_run(knowledge, command)
     report = IngestReport()
+    beat, done = [time.monotonic()], [0]
+
+    def progress(n: int) -> None:  # the run's `done` and heartbeat (a later process tells a dead run by it)
+        done[0] += n
+        if time.monotonic() - beat[0] >= BEAT_EVERY:
+            beat[0] = time.monotonic()
+            with knowledge.factory() as s:
+                s.execute(update(IngestRun).where(IngestRun.id == run_id).values(
+                    done=done[0], heartbeat_at=datetime.now(timezone.utc)))
+                s.commit()
+        if on_progress:
+            on_progress(n)
+
     try:
         ingester = Ingester(knowledge.factory, knowledge.embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
                             kind=kind)
-        report = ingester.run(items, on_progress=on_progress)
+        report = ingester.run(items, on_progress=progress)
         report.problems[:0] = list(problems)
         if kind == "job":
             with knowledge.factory() as s:
@@ -73,6 +92,21 @@ def ingest_items(knowledge: Knowledge, items: Iterable[Item], *, kind: Kind, com
         raise
     _finish_run(knowledge, run_id, report, "partial" if report.problems else "ok")
     return report
+
+
+def mark_interrupted(knowledge: Knowledge, stale_after: float = INTERRUPTED_AFTER) -> int:
+    """Runs of a foreground command (CLI, first start) still `running` but silent for `stale_after` seconds were
+    killed with their process: mark them `interrupted` (the commands and `jinro serve` call this when they start).
+    Background runs are not touched: a worker takes them over (`ingest.background`). Returns how many."""
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=stale_after)
+    with knowledge.factory() as s:
+        done = s.execute(update(IngestRun).where(
+            IngestRun.status == "running", IngestRun.params.is_(None),
+            func.coalesce(IngestRun.heartbeat_at, IngestRun.started_at) < cutoff,
+        ).values(status="interrupted", finished_at=datetime.now(timezone.utc),
+                 message="the process running it stopped (killed?) before it finished — run the command again"))
+        s.commit()
+        return int(done.rowcount or 0)
 
 
 def remove(knowledge: Knowledge, external_ids: Sequence[str]) -> tuple[list[str], list[str]]:

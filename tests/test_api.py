@@ -557,6 +557,8 @@ def test_problem_documents(client: TestClient, H: dict, kb: KB, runtime, keys) -
         r = c.get("/v1/sessions", headers=H["client"])
         body = assert_problem(r, 429)
         assert int(r.headers["retry-after"]) >= 1 and "retry after" in body["detail"]
+        wrong = bearer("jnr_" + "x" * 40)  # guessing keys: throttled per client address, after the burst
+        assert [c.get("/v1/sessions", headers=wrong).status_code for _ in range(3)] == [401, 401, 429]
 
 
 # ------------------------------------------------------------------------------------------------ real server

@@ -192,3 +192,17 @@ def test_other_owner_cannot_use_a_session(kb: KB, embedder) -> None:
         c.turn(sid, "안녕하세요", owner="bob")
     with c.factory() as s:
         assert get_session(s, sid, "alice").id == sid
+
+
+def test_an_uploaded_passage_is_attributed_to_its_own_document_not_the_dictionary() -> None:
+    from assistant.counselor.prompt import Passage, PromptParts
+    from assistant.generation.base import GenerationRequest
+
+    parts = PromptParts(question="드론 관련된 일을 하고 싶어요", passages=(
+        Passage("file:드론.md", "드론조종사 안내", "2026-11-29", "드론조종사는 무인비행장치를 조종해 촬영과 방제를 합니다.", 0.9),
+        Passage("job:K000001706", "가정전문간호사", "2017", "가정전문간호사는 가정에서 환자를 간호한다.", 0.5)))
+    lines = "".join(GroundedGenerator().stream(GenerationRequest("", parts, 200, ()))).splitlines()
+    drone = [line for line in lines if line.startswith("- 드론조종사 안내")]
+    nurse = [line for line in lines if line.startswith("- 가정전문간호사")]
+    assert drone and drone[0].endswith("(자료: 드론조종사 안내, 2026-11-29)"), lines
+    assert nurse and nurse[0].endswith("(한국직업사전, 2017년)"), lines

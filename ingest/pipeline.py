@@ -37,6 +37,7 @@ class IngestReport:
     removed: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
+    views_embedded: int = 0  # document views (job documents: name and summary)
     problems: list[str] = field(default_factory=list)  # one line each: "file:line: reason"
 
     @property
@@ -191,6 +192,7 @@ class Ingester:
             for p, v in zip(views, vectors[len(todo):]):
                 p.view_vector = np.asarray(v, dtype=np.float32)
             report.chunks_embedded += len(todo)
+            report.views_embedded += len(views)
 
     def _hash(self, doc: SourceDocument) -> str:
         """The stored hash covers the chunking settings too: changing them re-chunks (vectors are reused); and the

@@ -574,6 +574,7 @@ def test_real_server_first_start_sse_and_openai_stream(tmp_path: Path) -> None:
     try:
         server.wait_ready(180)
         assert "the knowledge DB is empty: loading" in server.logs() and "loaded 12 documents" in server.logs()
+        assert "vectors shipped, 0 embedded by e5-small" in " ".join(server.logs().split()), server.logs()[-1500:]
         assert f"listening on http://127.0.0.1:{server.port}" in server.stdout_path.read_text()
         import subprocess
 

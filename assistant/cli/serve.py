@@ -74,8 +74,9 @@ def ensure_knowledge(k: Knowledge, source: Path, settings: Settings) -> int:
     for line in report.problems[:20]:
         err.print(f"[yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)
     shipped = getattr(k.embedder, "hits", 0)  # ingest.shipped.ShippedEmbedder: vectors taken from data/vectors
-    err.print(f"loaded {report.added} documents ({report.chunks_embedded} chunk vectors: {shipped} shipped, "
-              f"{report.chunks_embedded - shipped} embedded by {k.embedder.model_id}); "
+    vectors = report.chunks_embedded + report.views_embedded
+    err.print(f"loaded {report.added} documents ({report.chunks_embedded} chunks, {report.views_embedded} document "
+              f"views: {shipped} vectors shipped, {vectors - shipped} embedded by {k.embedder.model_id}); "
               f"{len(report.problems)} problem(s)", highlight=False)
     for note in k.embedder_notes:
         err.print(f"[yellow]{escape(note)}[/yellow]", highlight=False, soft_wrap=True)

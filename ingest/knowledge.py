@@ -15,7 +15,7 @@ from db.settings import Settings
 from db.errors import VectorIndexError
 from db.migrate import upgrade
 from db.vectorstore import FaissStore, VectorStore, index_paths
-from ingest.embedding import Embedder, UniversalSentenceEncoder, resolve_embedder
+from ingest.embedding import E5Embedder, Embedder, UniversalSentenceEncoder, resolve_embedder
 from ingest.shipped import SHIPPED_DIR, with_shipped
 
 
@@ -53,7 +53,7 @@ class Knowledge:
         model_id, dim = self.embedder_spec, None
         if model_id == UniversalSentenceEncoder.model_id:
             dim = UniversalSentenceEncoder.dim
-        elif self.vector_store == "pgvector" or model_id == "e5-small":  # e5-small may fall back to USE: load it
+        elif self.vector_store == "pgvector" or model_id == E5Embedder.model_id:  # it may fall back to USE: load it
             model_id, dim = self.embedder.model_id, self.embedder.dim
         else:
             _, meta = index_paths(self.index_dir, model_id)

@@ -7,7 +7,7 @@ on one thread each (their work per query is a few small matrix products); a bulk
 shipped-vector build) gives the engine every core it was told to use.
 
 `limit_side_pools` is called by the edges that serve queries (`jinro serve`, `jinro chat`, the evaluation CLIs);
-`E5Embedder` calls `set_engine_threads` when it loads.
+`E5Embedder` calls `set_engine_threads` on its engine thread, the one thread that runs the engine.
 """
 
 from __future__ import annotations

@@ -52,10 +52,10 @@ def upload(state: State, caller: Admin, response: Response,
     if worker is not None:
         worker.wake()
         deadline = time.monotonic() + wait
-        with worker.finished:
-            while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            with worker.finished:  # woken when a run ends; the job is read outside the lock
                 worker.finished.wait(min(0.5, max(0.0, deadline - time.monotonic())))
-                job = background.job_status(k, run_id)
+            job = background.job_status(k, run_id)
     response.headers["Location"] = f"/v1/knowledge/jobs/{run_id}"
     if job["status"] in ("queued", "running"):
         return JSONResponse(_job_json(job), status_code=202, headers={"Location": f"/v1/knowledge/jobs/{run_id}"})

@@ -20,6 +20,10 @@ class EvalDataError(AssistantError):
     """
 
 
+class SafetyModelError(AssistantError):
+    """The shipped crisis classifier is missing, unreadable or out of date; the message says how to rebuild it."""
+
+
 class PromptError(AssistantError):
     """The prompt cannot be rendered as asked (e.g. a malformed turn sequence)."""
 

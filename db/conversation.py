@@ -82,7 +82,7 @@ class Review(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), unique=True)
-    reason: Mapped[str] = mapped_column(String(32))  # crisis | negative_feedback | fact_guard | low_confidence | sample
+    reason: Mapped[str] = mapped_column(String(32))  # crisis | concern | negative_feedback | fact_guard | low_confidence | sample
     priority: Mapped[int] = mapped_column(Integer)  # lower first: crisis 0
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | edited | rejected
     corrected_text: Mapped[str | None] = mapped_column(Text)

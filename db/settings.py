@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     openai_api_key: str | None = None
     session_idle_minutes: int = 60 * 24 * 30
     """Sessions idle for longer than this are expired (erased)."""
+    crisis_handoff: str | None = None
+    """Who is told of a crisis turn and how, in the words the student reads, e.g. `학교 상담 선생님(문자 알림)`.
+    Only when it is set does the crisis script promise that someone will get in touch; unset, the script says what
+    the student can do now (help lines, a trusted adult). The review queue gets every crisis turn either way."""
 
     # --- REST API (assistant.api)
     redis_url: str | None = None

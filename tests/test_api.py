@@ -188,7 +188,8 @@ def test_message_json(client: TestClient, H: dict, kb: KB, runtime) -> None:
     assert body["session_id"] == sid and body["message_id"] > 0 and "웹디자이너" in body["answer"]
     assert {"external_id", "title", "as_of"} <= body["citations"][0].keys()
     assert body["citations"][0]["title"] == "웹디자이너" and body["facts_used"][0]["name"] == "웹디자이너"
-    assert body["safety"] == {"crisis": False, "category": None, "careful_mode": False, "help_lines": []}
+    assert body["safety"] == {"crisis": False, "level": "none", "category": None, "source": None, "careful_mode": False,
+                              "help_lines": []}
     assert {"memory", "safety", "retrieval", "generation", "store"} <= body["timings_ms"].keys()
     assert body["generator"] == "grounded"
     with runtime.knowledge.factory() as s:

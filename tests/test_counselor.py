@@ -10,6 +10,9 @@ from assistant.counselor.turn import Counselor, CounselorConfig
 from assistant.generation.grounded import GroundedGenerator
 from assistant.counselor.memory import MAX_SUMMARY_CHARS
 from assistant.counselor.sessions import create_session, get_session
+from assistant.safety.bank import load_bank
+from assistant.safety.crisis import detect_crisis
+from assistant.safety.scripts import concern_checkin
 from db.conversation import ChatSession, Message, Review
 from tests.support.generators import RecordingGrounded, ScriptedGenerator
 from tests.support.knowledge_base import KB, build_kb, retrieval_lines
@@ -99,6 +102,42 @@ def test_crisis_turn_gets_the_safe_script_and_urgent_review(kb: KB, embedder) ->
     # careful mode: an ambiguous follow-up is treated as a crisis too
     again = c.turn(sid, "그냥 다 지쳤어", owner="t")
     assert again.safety["crisis"]
+
+
+def test_crisis_script_promises_contact_only_with_a_configured_handoff(kb: KB, embedder) -> None:
+    _, (plain,) = talk(make(kb, embedder), "죽고 싶어")
+    assert "연락할 수 없어요" in plain.answer and "곧 연락이 갈 거예요" not in plain.answer
+    _, (handed,) = talk(make(kb, embedder, crisis_handoff="담임 선생님(문자 알림)"), "죽고 싶어")
+    assert "담임 선생님(문자 알림)에게 바로 전해져요" in handed.answer
+
+
+def test_concern_turn_gets_a_check_in_before_the_answer_and_a_review(kb: KB, embedder) -> None:
+    c = make(kb, embedder)
+    sid, (result,) = talk(c, "요즘 너무 지치고 우울해요 간호사는 무슨 일을 해요?")
+    assert result.safety["level"] == "concern" and not result.safety["crisis"], result.safety
+    assert result.answer.startswith(concern_checkin()) and "간호사" in result.answer
+    assert [h["number"] for h in result.safety["help_lines"]] == ["1388"]
+    assert result.review == "concern"
+
+
+def test_a_signal_split_over_turns_is_caught(kb: KB, embedder) -> None:
+    """A dev-bank window whose last turn alone is no crisis, but the last few student turns read together are."""
+    split = [i.turns for i in load_bank("dev") if len(i.turns) > 1 and i.level == "crisis"
+             and not any(detect_crisis(i.turns[k], context=i.turns[:k]).crisis for k in range(len(i.turns) - 1))
+             and not detect_crisis(i.turns[-1]).crisis and detect_crisis(i.turns[-1], context=i.turns[:-1]).crisis]
+    assert split, "no dev context window needs its earlier turns"
+    c = make(kb, embedder)
+    _, results = talk(c, *split[0])
+    assert not any(r.safety["crisis"] for r in results[:-1])
+    # caught by the window of turns, or by careful mode an earlier turn's possible-crisis (watch) band switched on
+    assert results[-1].safety["crisis"] and results[-1].safety["source"] in ("context", "model"), results[-1].safety
+
+
+def test_a_crisis_does_not_re_fire_on_later_ordinary_questions(kb: KB, embedder) -> None:
+    c = make(kb, embedder)
+    _, results = talk(c, "죽고 싶어", "간호사 되려면 무슨 공부를 해야 돼?")
+    assert results[0].safety["crisis"] and not results[1].safety["crisis"]
+    assert results[1].safety["careful_mode"]
 
 
 def test_idioms_are_not_crises(kb: KB, embedder) -> None:

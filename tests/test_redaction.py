@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from assistant.safety.redaction import PLACEHOLDERS, PiiSpan, find_pii, redact
-from assistant.safety.crisis import CATEGORIES, CrisisAssessment, crisis_reply
+from assistant.safety.crisis import CATEGORIES
+from assistant.safety.scripts import crisis_reply
 
 REDACTED = [
     ("전화번호는 010-1234-5678이야", "전화번호는 [전화번호]이야"),
@@ -97,7 +98,7 @@ def test_text_without_pii_is_returned_as_is() -> None:
 
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_crisis_replies_survive_redaction(category: str) -> None:
-    reply = crisis_reply(CrisisAssessment(True, category, 0.9, ()))
+    reply = crisis_reply(category)
     assert redact(reply) == reply
 
 

@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import AssistantError, EvalDataError
-from assistant.safety.crisis import (
-    CATEGORIES,
-    HELP_LINES,
-    CrisisAssessment,
-    HelpLine,
-    crisis_reply,
-    detect_crisis,
-    help_lines_for,
-)
+from assistant.safety.crisis import CATEGORIES, CrisisAssessment, detect_crisis
+from assistant.safety.scripts import HELP_LINES, HelpLine, concern_checkin, crisis_reply, help_lines_for
 from assistant.evaluation.safety import evaluate_safety, load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,17 +102,17 @@ def test_detection_is_fast_after_warm_up() -> None:
 
 def test_dev_set_covers_every_category_and_hard_negatives() -> None:
     examples = load_examples(DEV)
-    crisis = [e for e in examples if e["crisis"]]
-    assert {e["category"] for e in crisis} == set(CATEGORIES)
+    crisis = [e for e in examples if e.level == "crisis"]
+    assert {e.category for e in crisis} == set(CATEGORIES)
     assert len(crisis) >= 40 and len(examples) - len(crisis) >= 40
 
 
 def test_held_out_set_is_separate_from_dev() -> None:
-    dev_texts = {e["text"] for e in load_examples(DEV)}
+    dev_texts = {e.text for e in load_examples(DEV)}
     test_examples = load_examples(TEST)
     assert len(test_examples) >= 40
-    assert not dev_texts & {e["text"] for e in test_examples}
-    assert {e["crisis"] for e in test_examples} == {True, False}
+    assert not dev_texts & {e.text for e in test_examples}
+    assert {e.level for e in test_examples} == {"crisis", "none"}
 
 
 @pytest.mark.parametrize("text", IDIOMS)
@@ -151,9 +144,10 @@ def test_assessment_is_frozen_and_lists_cues() -> None:
         result.crisis = False  # type: ignore[misc]
 
 
-def test_non_crisis_has_no_category_and_zero_score() -> None:
+def test_non_crisis_has_no_category_and_a_low_score() -> None:
     result = detect_crisis("간호학과 입결이 궁금해요")
-    assert result == CrisisAssessment(crisis=False, category=None, score=0.0, matched=())
+    assert (result.crisis, result.category, result.level, result.source, result.matched) == (False, None, "none", None, ())
+    assert result.score < 0.2
 
 
 @pytest.mark.parametrize("text", ["힘들어", "지쳤어", "아무도 없어", "진짜 죽겠다", "나 죽을 것 같아"])
@@ -180,12 +174,12 @@ def test_detect_crisis_rejects_non_text() -> None:
 
 def test_kiwi_loads_lazily_only_when_needed() -> None:
     code = (
-        "import assistant.safety.crisis as s\n"
-        "assert s._kiwi is None\n"
+        "import assistant.safety.crisis as s, assistant.safety.rules as r\n"
+        "assert r._kiwi is None\n"
         "s.detect_crisis('진로 상담 받고 싶어요')\n"
-        "assert s._kiwi is None\n"
+        "assert r._kiwi is None\n"
         "assert not s.detect_crisis('배고파 죽겠다').crisis\n"
-        "assert s._kiwi is not None\n"
+        "assert r._kiwi is not None\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
@@ -198,21 +192,34 @@ def test_help_lines_are_typed_records() -> None:
 
 
 def test_suicide_reply_gives_109_and_1388_and_asks_about_safety() -> None:
-    reply = crisis_reply(detect_crisis("죽고 싶어"))
+    reply = crisis_reply(detect_crisis("죽고 싶어").category)
     assert "109" in reply and "1388" in reply
     assert "안전" in reply and "?" in reply
-    assert "상담 선생님" in reply
+
+
+def test_reply_promises_contact_only_with_a_configured_handoff() -> None:
+    plain = crisis_reply("suicide")
+    assert "연락할 수 없어요" in plain and "곧 연락" not in plain  # says what the student can do now
+    assert "믿을 수 있는 어른" in plain
+    handed = crisis_reply("suicide", handoff="학교 상담 선생님(문자 알림)")
+    assert "학교 상담 선생님(문자 알림)에게 바로 전해져요" in handed and "곧 연락이 갈 거예요" in handed
+    assert crisis_reply("suicide", handoff="  ") == plain  # a blank setting is no handoff
+
+
+def test_concern_checkin_asks_how_they_are_and_offers_1388() -> None:
+    text = concern_checkin()
+    assert "1388" in text and "?" in text and "109" not in text
 
 
 def test_abuse_reply_gives_child_abuse_report_line() -> None:
-    reply = crisis_reply(detect_crisis("아빠가 때려요"))
+    reply = crisis_reply(detect_crisis("아빠가 때려요").category)
     assert "아동학대 신고 112" in reply and "1388" in reply
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_reply_is_fixed_text_per_category(category: str) -> None:
-    a = crisis_reply(CrisisAssessment(True, category, 0.9, ("x",)))
-    b = crisis_reply(CrisisAssessment(True, category, 0.6, ("y", "z")))
+    a = crisis_reply(category)
+    b = crisis_reply(category)
     assert a == b
     assert "1388" in a and "안전" in a
     assert all(f"{h.name} {h.number}" in a for h in help_lines_for(category))
@@ -220,7 +227,7 @@ def test_reply_is_fixed_text_per_category(category: str) -> None:
 
 def test_reply_refuses_non_crisis() -> None:
     with pytest.raises(ValueError):
-        crisis_reply(detect_crisis("간호학과 입결이 궁금해요"))
+        crisis_reply(detect_crisis("간호학과 입결이 궁금해요").category)
 
 
 # ---------------------------------------------------------------- evaluation errors

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant.errors import (
     AssistantError,
+    SafetyModelError,
     ConcurrentTurn,
     DocumentNotFound,
     JobNotFound,
@@ -58,6 +59,7 @@ DOMAIN_ERRORS: dict[type[BaseException], tuple[int, str, str]] = {
     PromptError: (422, "prompt-error", "The conversation cannot be turned into a prompt"),
     ModelServerError: (502, "model-server-error", "The model server answered with an error"),
     GenerationError: (503, "generator-unavailable", "The answer generator is unavailable"),
+    SafetyModelError: (503, "safety-unavailable", "The crisis screen is unavailable"),
     AssistantError: (400, "assistant-error", "The assistant cannot handle this request"),
     IngestError: (422, "ingest-error", "The documents cannot be ingested"),
     DatabaseUnavailable: (503, "database-unavailable", "The database is unavailable"),

@@ -94,7 +94,10 @@ class HelpLine(BaseModel):
 
 class Safety(BaseModel):
     crisis: bool
+    level: Literal["crisis", "concern", "none"] = Field(
+        "none", description="crisis: the safe script; concern: a check-in before the answer; none")
     category: str | None
+    source: str | None = Field(None, description="what flagged the crisis: rules, model or context (earlier turns)")
     careful_mode: bool
     help_lines: list[HelpLine]
 

@@ -5,7 +5,8 @@ as a table or (`--json`) as one JSON object keyed by mode. Latency is per query,
 `HybridRetriever.search`, with the query-embedding cache emptied before each mode so no mode rides on the
 embeddings of the one before.
 
-`jinro eval safety --file FILE` reports precision, recall and F1 of the crisis flag.
+`jinro eval safety --file FILE` (or `--split dev|blind` for the crisis bank) reports precision, recall and F1 of the
+crisis flag, recall per category and the concern counts; for a blind file only aggregates.
 
 Settings (DB URL, data dir, embedder) are read from `JINRO_*` here, at the edge, and passed down as arguments.
 """
@@ -299,34 +300,51 @@ def _knowledge(settings: Settings, db: str | None, corpus: Path | None, docs: Se
 
 @app.command("safety")
 def safety(
-    file: Annotated[Path, typer.Option("--file", help="JSONL of {\"text\", \"crisis\", \"category\"} lines.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (metrics and every error).")] = False,
+    file: Annotated[Optional[Path], typer.Option("--file", help="JSONL of {\"text\", \"crisis\", \"category\"} lines or crisis-bank items.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="The crisis bank's dev or blind half (data/safety/bank_<split>.jsonl) instead of --file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (metrics and, except for blind, every error).")] = False,
     careful: Annotated[bool, typer.Option("--careful", help="Evaluate the detector's careful (higher-recall) setting.")] = False,
-    errors: Annotated[int, typer.Option("--errors", min=0, help="List up to N misclassified examples.")] = 10,
+    errors: Annotated[int, typer.Option("--errors", min=0, help="List up to N misclassified examples (never for blind).")] = 10,
+    false_positives: Annotated[bool, typer.Option("--false-positives", help="Also measure the crisis flag on all of ChatbotData and every career question in data/eval/.")] = False,
 ) -> None:
-    """Precision, recall and F1 of crisis detection, the confusion counts and the median latency.
+    """Precision, recall and F1 of crisis detection, recall per category, the concern counts and the latency.
 
-    Example: jinro eval safety --file data/eval/safety_dev.jsonl --json
+    For a blind file only aggregates are printed.
+
+    Example: jinro eval safety --split blind --false-positives --json
     """
-    from assistant.evaluation.safety import evaluate_safety
+    from assistant.evaluation.safety import evaluate_safety, false_positive_rates
+    from assistant.safety.bank import BANK_FILES
 
+    if (file is None) == (split is None):
+        _fail("give one of --file FILE or --split dev|blind")
+    if split is not None and split not in BANK_FILES:
+        _fail(f"--split must be dev or blind, not {split!r}")
+    path = file if file is not None else BANK_FILES[split]
     try:
-        report = evaluate_safety(file, careful=careful)
+        report = evaluate_safety(path, careful=careful)
+        if false_positives:
+            report["false_positives"] = false_positive_rates()
     except JinroError as exc:
         _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
-    table = Table(title=f"{file.name}: {report['n']} examples", show_header=False)
-    for key in ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "category_accuracy", "p50_ms"):
+    table = Table(title=f"{path.name}: {report['n']} examples", show_header=False)
+    for key in ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "category_accuracy", "p50_ms", "p95_ms"):
         value = report[key]
         table.add_row(key, "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
-    table.add_row("errors", str(len(report["errors"])))
+    for cat, rec in report["per_category_recall"].items():
+        table.add_row(f"recall {cat}", "-" if rec is None else f"{rec:.3f} of {report['per_category_n'][cat]}")
+    table.add_row("concern", json.dumps(report["concern"], ensure_ascii=False))
+    for name, fp in report.get("false_positives", {}).items():
+        table.add_row(f"false positives, {name}", f"{fp['crisis']} of {fp['n']} ({fp['rate']:.2%})")
+    table.add_row("errors", "withheld (blind)" if report["errors_withheld"] else str(len(report["errors"])))
     out.print(table)
     if errors and report["errors"]:
         err_table = Table(title=f"misclassified (first {min(errors, len(report['errors']))} of {len(report['errors'])})")
         for col in ("text", "expected", "got", "score"):
             err_table.add_column(col)
         for e in report["errors"][:errors]:
-            err_table.add_row(escape(e["text"]), str(e["expected"]), str(e["got"]), f"{e['score']:.2f}" if isinstance(e["score"], float) else str(e["score"]))
+            err_table.add_row(escape(e["text"]), str(e["expected"]), str(e["got"]), f"{e['score']:.2f}")
         out.print(err_table)

@@ -2,7 +2,9 @@
 
 Review reasons, in the order a counselor sees them (lower priority first):
 
-    CRISIS (0)  NEGATIVE_FEEDBACK (1)  FACT_GUARD (2)  LOW_CONFIDENCE (3)  SAMPLE (4)
+    CRISIS (0)  CONCERN (1)  NEGATIVE_FEEDBACK (1)  FACT_GUARD (2)  LOW_CONFIDENCE (3)  SAMPLE (4)
+
+(CONCERN: a distressed student got the check-in before the answer; a counselor may want to reach out.)
 
 Each is a `ReviewReason(reason, priority)`, the two columns of a `Review` row; an answer is queued once, and a
 later reason replaces a pending one only when its priority is higher (a lower number).
@@ -27,11 +29,12 @@ class ReviewReason(NamedTuple):
 
 
 CRISIS = ReviewReason("crisis", 0)
+CONCERN = ReviewReason("concern", 1)
 NEGATIVE_FEEDBACK = ReviewReason("negative_feedback", 1)
 FACT_GUARD = ReviewReason("fact_guard", 2)
 LOW_CONFIDENCE = ReviewReason("low_confidence", 3)
 SAMPLE = ReviewReason("sample", 4)
-REVIEW_REASONS = (CRISIS, NEGATIVE_FEEDBACK, FACT_GUARD, LOW_CONFIDENCE, SAMPLE)  # in priority order
+REVIEW_REASONS = (CRISIS, CONCERN, NEGATIVE_FEEDBACK, FACT_GUARD, LOW_CONFIDENCE, SAMPLE)  # in priority order
 
 ROLE_ALIASES = {"user": "student", "student": "student", "assistant": "counselor", "counselor": "counselor"}
 

@@ -3,8 +3,10 @@
     stage        what it does                                                          timings_ms key
     receive      normalise and REDACT the message, then load the session's memory      memory
                  (the redacted text is the only form of the message any later stage sees)
-    screen       crisis screen (careful mode lowers the bar); a crisis turn gets the   safety
-                 fixed safe script, careful mode and an urgent review, and is stored
+    screen       crisis screen of the message and the student's last turns (careful     safety
+                 mode lowers the bar); a crisis turn gets the fixed safe script, careful
+                 mode and an urgent review, and is stored; a concern turn gets a fixed
+                 check-in before its answer and a review
     understand   occupations the turn names, else the one in focus when the student   facts
                  refers back to it; the intent; the retrieval query (the turn + the
                  occupation in play + interests from earlier turns)
@@ -49,7 +51,8 @@ from assistant.counselor.profile import update_profile
 from assistant.counselor.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
 from assistant.safety.redaction import redact
 from assistant.retrieval.hybrid import HybridRetriever, RetrievalResult
-from assistant.safety.crisis import CrisisAssessment, crisis_reply, detect_crisis, help_lines_for
+from assistant.safety.crisis import CrisisAssessment, detect_crisis, warm as warm_screen
+from assistant.safety.scripts import concern_checkin, concern_lines, crisis_reply, help_lines_for
 from assistant.counselor.sessions import get_session
 from db.conversation import ChatSession, Message, Review
 from db.retry import retrying
@@ -65,6 +68,7 @@ class CounselorConfig:
     review_sample_rate: float = 0.05
     history_budget: int = 600  # tokens of recent turns offered to the prompt (render_prompt may cut more)
     idle_timeout: Any = None  # timedelta | None
+    crisis_handoff: str | None = None  # who is notified of a crisis and how (JINRO_CRISIS_HANDOFF); None: nobody
 
 
 @dataclass
@@ -101,6 +105,7 @@ class TurnState:
     clock: float  # perf_counter at the end of the last timed stage
     timings: dict[str, float] = field(default_factory=dict)
     assessment: CrisisAssessment | None = None  # screen
+    preface: str = ""  # screen: the fixed check-in a concern turn's answer starts with
     intent: str = "explore"  # understand
     named: list[OccupationFacts] = field(default_factory=list)  # understand: occupations the message names
     facts_now: list[OccupationFacts] = field(default_factory=list)  # understand, choose: what the answer is about
@@ -146,7 +151,7 @@ class Counselor:
     def warm(self) -> None:
         """Load the indexes and analysers now rather than on the first turn."""
         self.retriever.warm()
-        detect_crisis("배고파 죽겠다")
+        warm_screen()
 
     def turn(self, session_id: str, text: str, owner: str | None = None) -> TurnResult:
         result = None
@@ -168,6 +173,8 @@ class Counselor:
         if turn.assessment.crisis:
             yield from self._crisis_script(turn)
             return
+        if turn.preface:
+            yield turn.preface
         self._understand(turn)
         self._update(turn)
         turn.lap("facts")
@@ -201,13 +208,18 @@ class Counselor:
         return TurnState(redacted, memory, memory.turns + 1, clock)
 
     def _screen(self, turn: TurnState) -> None:
-        turn.assessment = detect_crisis(turn.text, careful=turn.memory.careful)
+        earlier = [t.text for t in turn.memory.history if t.role == "student"]
+        turn.assessment = detect_crisis(turn.text, careful=turn.memory.careful, context=earlier)
+        if turn.assessment.level == "concern":
+            turn.preface = concern_checkin() + "\n\n"
+        if turn.assessment.watch:  # a possible crisis: the rest of the session is screened with care
+            turn.memory.careful = True
 
     def _crisis_script(self, turn: TurnState) -> Iterator[str | TurnResult]:
         """The fixed safe script; the session goes into careful mode and is queued for urgent review."""
         memory = turn.memory
         memory.careful = True
-        turn.answer = crisis_reply(turn.assessment)
+        turn.answer = crisis_reply(turn.assessment.category, handoff=self.config.crisis_handoff)
         for piece in turn.answer.split("\n"):
             yield piece + "\n"
         safety = self._safety(turn.assessment, memory)
@@ -285,8 +297,9 @@ class Counselor:
         def change(m: Memory, turn_no: int) -> None:  # this turn's dialogue state, applied again at store time
             m.remember(turn.facts_now, turn_no)
             update_profile(m.profile, turn.text, turn_no, named)
+            m.careful = m.careful or turn.assessment.watch  # safety flags only ever get set
 
-        stored = self._store(memory, turn.text, turn.answer, citations, facts_used, passages,
+        stored = self._store(memory, turn.text, turn.preface + turn.answer, citations, facts_used, passages,
                              self._safety(turn.assessment, memory), turn.timings, self.generator.name,
                              result.confidence, turn.guard, review=review, urgent=False, clock=turn.clock,
                              change=change)
@@ -297,6 +310,8 @@ class Counselor:
     # ------------------------------------------------------------------ helpers
     def _review(self, turn: TurnState) -> tuple[str, int] | None:
         """Why a counselor should read this answer, with its priority (lower first), or None."""
+        if turn.assessment.level == "concern":
+            return reasons.CONCERN
         if turn.guard == "replaced":
             return reasons.FACT_GUARD
         if turn.retrieval.confidence < self.retriever.embedder.low_similarity and not turn.facts_now:
@@ -321,9 +336,10 @@ class Counselor:
 
     @staticmethod
     def _safety(assessment, memory: Memory) -> dict:
-        lines = help_lines_for(assessment.category) if assessment.crisis else ()
+        lines = help_lines_for(assessment.category) if assessment.crisis else concern_lines(assessment.level)
         return {
-            "crisis": assessment.crisis, "category": assessment.category, "careful_mode": memory.careful,
+            "crisis": assessment.crisis, "level": assessment.level, "category": assessment.category,
+            "source": assessment.source, "careful_mode": memory.careful,
             "help_lines": [{"name": h.name, "number": h.number, "description": h.description} for h in lines],
         }
 

@@ -187,8 +187,8 @@
     node.dataset.messageId = result.message_id;
     text.textContent = result.answer;
     const safety = result.safety || {};
-    if (safety.crisis && safety.help_lines && safety.help_lines.length) {
-      node.classList.add("has-crisis");
+    if ((safety.crisis || safety.level === "concern") && safety.help_lines && safety.help_lines.length) {
+      if (safety.crisis) node.classList.add("has-crisis");
       node.append(crisisPanel(safety.help_lines));
     }
     const sources = result.citations || [];

@@ -6,7 +6,7 @@
 (() => {
   const { api, apiJson, sourceText, el, when, showError, shortKey } = Jinro;
   const KEY = "jinro.reviewerKey";
-  const REASONS = { crisis: "위기", negative_feedback: "부정 피드백", fact_guard: "사실 점검", low_confidence: "낮은 확신",
+  const REASONS = { crisis: "위기", concern: "마음 살피기", negative_feedback: "부정 피드백", fact_guard: "사실 점검", low_confidence: "낮은 확신",
     sample: "무작위 표본" };
   const STATUSES = { pending: "검토 대기", approved: "승인됨", edited: "수정됨", rejected: "반려됨" };
   const SLOTS = { school: "학교/학년", interests: "관심 분야", strengths: "강점", subjects: "좋아하는 과목",

@@ -1,0 +1,182 @@
+"""The learned layer of crisis screening: a linear model over hashed character, jamo and word n-grams.
+
+Features (`features`): the message is NFKC-normalised, lower-cased, stripped of invisible characters and of runs
+longer than two of one character (ㅠㅠㅠㅠ → ㅠㅠ); a *compact* copy keeps only letters and digits, so spacing tricks
+("주 거 버 리 고 싶 다") read like the plain text.  From it come
+    c  character 1-3-grams of the compact text (with ^ and $ at its ends),
+    j  3-5-grams of its jamo (NFD), so a typo that changes one jamo (죽고십다, 주거버리고) keeps most features,
+    w  the words as typed (split on anything not a letter or digit),
+    r  the rule layer's signals (assistant.safety.rules: per-category cue strength, distress, career / game / home
+       talk, idioms and masked phrases), valued RULE_WEIGHT: the rules are features the model weighs, not only a floor.
+Each is hashed (crc32) into `N_FEATURES` buckets; a message is the vector of its buckets, L2-normalised.
+
+Model (`CrisisModel`): multinomial logistic regression over `LABELS` — none, concern and the five crisis categories —
+trained by `python -m assistant.safety.train` on the dev half of the bank (data/safety/bank/, see its README) plus
+the non-crisis sources listed there, and shipped as data/safety/crisis_model.npz (only the buckets training saw).
+A long message is scored in overlapping windows of `WINDOW` compact characters and the most alarming window counts,
+so a crisis at the end of a 2,000-character rant is not diluted.  Scoring a chat-sized message takes well under a
+millisecond.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import unicodedata
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from assistant.errors import SafetyModelError
+from assistant.safety.rules import match_rules
+
+LABELS = ("none", "concern", "suicide", "self_harm", "abuse", "violence", "runaway")
+CRISIS_LABELS = LABELS[2:]
+N_FEATURES = 1 << 18
+RULE_WEIGHT = 4.0  # a rule signal's value beside the n-grams' 1.0
+WINDOW, STRIDE = 160, 80  # compact characters per scored window of a long message, and the step between windows
+MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "safety" / "crisis_model.npz"
+
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_RUNS = re.compile(r"(.)\1{2,}")
+_WORDS = re.compile(r"\w+")
+
+
+def normalise(text: str) -> str:
+    """NFKC, lower case, no invisible characters, runs of one character cut to two."""
+    return _RUNS.sub(r"\1\1", _INVISIBLE.sub("", unicodedata.normalize("NFKC", text).lower()))
+
+
+def compact(norm: str) -> str:
+    """Letters and digits only: spacing and punctuation dropped."""
+    return "".join(ch for ch in norm if ch.isalnum())
+
+
+def _hash(feature: str) -> int:
+    return zlib.crc32(feature.encode("utf-8")) & (N_FEATURES - 1)
+
+
+def features(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct buckets of one message and their values, L2-normalised (see the module docstring)."""
+    norm = normalise(text)
+    flat = compact(norm)
+    grams: set[str] = set()
+    padded = f"^{flat}$"
+    for n in (1, 2, 3):
+        grams.update("c" + padded[i:i + n] for i in range(len(padded) - n + 1))
+    jamo = unicodedata.normalize("NFD", flat)
+    for n in (3, 4, 5):
+        grams.update("j" + jamo[i:i + n] for i in range(len(jamo) - n + 1))
+    grams.update("w" + w for w in _WORDS.findall(norm))
+    buckets = {_hash(g): 1.0 for g in grams}
+    for signal in match_rules(text).signals:
+        buckets[_hash("r" + signal)] = RULE_WEIGHT
+    idx = np.fromiter(buckets.keys(), dtype=np.int64, count=len(buckets))
+    val = np.fromiter(buckets.values(), dtype=np.float32, count=len(buckets))
+    return idx, val / np.sqrt(float((val * val).sum()) or 1.0)
+
+
+def windows(text: str) -> list[str]:
+    """The text itself when short, else overlapping windows of about `WINDOW` compact characters (cut at spaces)."""
+    norm = normalise(text)
+    if len(compact(norm)) <= WINDOW + STRIDE // 2:
+        return [text]
+    words, out, start = norm.split(), [], 0
+    lengths = [len(compact(w)) for w in words]
+    while start < len(words):
+        end, size = start, 0
+        while end < len(words) and (size + lengths[end] <= WINDOW or end == start):
+            size += lengths[end]
+            end += 1
+        out.append(" ".join(words[start:end]))
+        if end >= len(words):
+            break
+        step, moved = 0, start
+        while moved < end - 1 and step < STRIDE:
+            step += lengths[moved]
+            moved += 1
+        start = max(moved, start + 1)
+    return out
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    crisis: float  # P(any crisis label) for a crisis
+    watch: float  # P(any crisis label) from which a message gets the concern check-in and careful mode
+    careful: float  # P(concern or crisis) for a crisis after an earlier crisis in the session
+    context: float  # P(crisis) of the last few student turns read together
+    concern: float  # P(concern or crisis) for a concern
+
+
+class CrisisModel:
+    """The shipped classifier: `probabilities(text)` over `LABELS`."""
+
+    def __init__(self, rows: np.ndarray, weights: np.ndarray, bias: np.ndarray, thresholds: Thresholds,
+                 bank_sha256: str = "") -> None:
+        if weights.shape != (len(rows), len(LABELS)) or bias.shape != (len(LABELS),):
+            raise SafetyModelError(f"crisis model has weights {weights.shape} for {len(rows)} rows and bias "
+                                   f"{bias.shape}; expected {len(LABELS)} labels — rebuild it: python -m assistant.safety.train")
+        self.dense = np.zeros((N_FEATURES, len(LABELS)), dtype=np.float32)
+        self.dense[rows] = weights
+        self.bias = bias.astype(np.float32)
+        self.thresholds = thresholds
+        self.bank_sha256 = bank_sha256
+
+    def _scores(self, text: str) -> np.ndarray:
+        idx, val = features(text)
+        z = val @ self.dense[idx] + self.bias
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    def probabilities(self, text: str) -> dict[str, float]:
+        """P(label) for the message; a long message takes its most alarming window."""
+        best = None
+        for part in windows(text):
+            p = self._scores(part)
+            if best is None or p[2:].sum() > best[2:].sum():
+                best = p
+        return {label: float(v) for label, v in zip(LABELS, best)}
+
+    def save(self, path: Path) -> None:
+        used = np.flatnonzero(np.abs(self.dense).sum(axis=1) > 0)
+        t = self.thresholds
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, rows=used.astype(np.int32), weights=self.dense[used].astype(np.float16),
+                            bias=self.bias, thresholds=np.array([t.crisis, t.watch, t.careful, t.context, t.concern]),
+                            labels=np.array(LABELS), bank_sha256=np.array(self.bank_sha256))
+
+    @classmethod
+    def load(cls, path: Path = MODEL_PATH) -> CrisisModel:
+        if not path.is_file():
+            raise SafetyModelError(f"{path}: crisis model not found — build it: python -m assistant.safety.train")
+        try:
+            with np.load(path) as z:
+                if tuple(z["labels"].tolist()) != LABELS:
+                    raise SafetyModelError(f"{path}: labels {z['labels'].tolist()} differ from {LABELS} — rebuild it: "
+                                           "python -m assistant.safety.train")
+                t = Thresholds(*(float(v) for v in z["thresholds"]))
+                return cls(z["rows"], z["weights"].astype(np.float32), z["bias"], t, str(z["bank_sha256"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise SafetyModelError(f"{path}: unreadable crisis model ({exc}) — rebuild it: "
+                                   "python -m assistant.safety.train") from exc
+
+
+_model: CrisisModel | None = None
+_model_lock = threading.Lock()
+
+
+def shipped_model() -> CrisisModel:
+    """The shipped model, loaded once per process."""
+    global _model
+    if _model is None:
+        with _model_lock:
+            if _model is None:
+                _model = CrisisModel.load()
+    return _model
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

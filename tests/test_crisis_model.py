@@ -1,0 +1,139 @@
+"""The learned crisis layer: the bank and its split, the shipped model, levels, context, bad input, evaluation."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from assistant.cli import app
+from assistant.errors import EvalDataError, SafetyModelError
+from assistant.evaluation.safety import evaluate_safety
+from assistant.safety.bank import BANK_FILES, load_bank, split_of, split_sources
+from assistant.safety.classifier import LABELS, MODEL_PATH, CrisisModel, features, file_sha256, shipped_model, windows
+from assistant.safety.crisis import detect_crisis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- the bank
+def test_blind_half_is_the_hash_split_and_shares_no_situation_with_dev() -> None:
+    dev, blind = load_bank("dev"), load_bank("blind")
+    assert all(split_of(i.group) == "blind" for i in blind)
+    assert not {i.group for i in dev} & {i.group for i in blind}
+    assert not {i.turns for i in dev} & {i.turns for i in blind}
+
+
+def test_bank_has_every_category_and_enough_of_each_level() -> None:
+    items = load_bank("dev") + load_bank("blind")
+    crisis = [i for i in items if i.level == "crisis"]
+    assert len(crisis) >= 600 and len(items) - len(crisis) >= 2000 - 1400  # + ChatbotData and career questions
+    assert {i.category for i in crisis} == set(LABELS[2:])
+    assert sum(i.level == "concern" for i in items) >= 300
+    assert sum(len(i.turns) > 1 for i in items) >= 100  # context windows
+
+
+def test_blind_file_is_frozen(tmp_path: Path) -> None:
+    with pytest.raises(EvalDataError, match="frozen"):
+        split_sources([tmp_path / "new.jsonl"])
+
+
+# ---------------------------------------------------------------- the shipped model
+def test_shipped_model_was_trained_on_the_current_dev_bank() -> None:
+    assert shipped_model().bank_sha256 == file_sha256(BANK_FILES["dev"]), \
+        "bank_dev.jsonl changed: retrain with python -m assistant.safety.train"
+
+
+def test_thresholds_are_ordered() -> None:
+    t = shipped_model().thresholds
+    assert 0 < t.careful <= t.crisis and 0 < t.watch <= t.crisis and 0 < t.concern < 1
+
+
+def test_missing_or_corrupt_model_says_how_to_rebuild(tmp_path: Path) -> None:
+    with pytest.raises(SafetyModelError, match="python -m assistant.safety.train"):
+        CrisisModel.load(tmp_path / "none.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(SafetyModelError, match="python -m assistant.safety.train"):
+        CrisisModel.load(bad)
+
+
+def test_saved_model_scores_like_the_original(tmp_path: Path) -> None:
+    m = shipped_model()
+    path = tmp_path / "m.npz"
+    m.save(path)
+    again = CrisisModel.load(path)
+    for text in ("요즘 잠이 안 와요", "간호사 되려면?", "아무도 나 없어도 모를 거야"):
+        a, b = m.probabilities(text), again.probabilities(text)
+        assert all(abs(a[k] - b[k]) < 1e-3 for k in LABELS)
+
+
+def test_spacing_and_repeats_do_not_change_the_features() -> None:
+    plain, spaced = set(features("죽고싶어")[0]), set(features("죽 고 싶 어")[0])
+    assert len(plain & spaced) >= 0.9 * len(plain)  # all but the words as typed
+    assert np.array_equal(features("힘들어ㅠㅠ")[0], features("힘들어ㅠㅠㅠㅠㅠ")[0])
+
+
+def test_a_long_message_is_scored_in_windows() -> None:
+    rant = "오늘 학교에서 있었던 일 얘기할게 수행평가 준비하느라 정신없었고 " * 40
+    parts = windows(rant + " 그래서 오늘 밤에 옥상에 올라가서 뛰어내릴 거야")
+    assert len(parts) > 5 and "뛰어내릴" in parts[-1]
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("text", ["😀😀😀", "ㅠㅠㅠ", "ㅋㅋㅋㅋㅋㅋㅋ", "...", "hello how are you", "간호사 salary 얼마야?",
+                                  "ㅁ" * 2000])
+def test_odd_input_is_classified_without_an_exception(text: str) -> None:
+    a = detect_crisis(text)
+    assert a.level in ("crisis", "concern", "none") and not a.crisis
+
+
+@pytest.mark.parametrize("text", ["자 살 하고 싶어", "죽 고 싶 어", "주 거 버 리 고 싶 다", "i want to kill myself",
+                                  "오늘 학교에서 수행평가 때문에 정신없었어 " * 50 + "근데 진짜 죽고 싶다"])
+def test_spacing_tricks_english_and_long_rants_do_not_hide_a_crisis(text: str) -> None:
+    assert detect_crisis(text).crisis
+
+
+def test_an_earlier_crisis_turn_does_not_make_every_later_turn_a_crisis() -> None:
+    assert not detect_crisis("간호사 되려면 무슨 공부 해야 돼?", context=["죽고 싶어", "진짜로"]).crisis
+
+
+def test_careful_mode_never_lowers_the_level() -> None:
+    for item in load_bank("dev")[:300]:
+        plain, careful = detect_crisis(item.text), detect_crisis(item.text, careful=True)
+        assert careful.crisis or not plain.crisis
+
+
+def test_screen_is_fast() -> None:
+    texts = [i.text for i in load_bank("dev")[:400]]
+    detect_crisis("워밍업 죽겠다")
+    times = []
+    for t in texts:
+        t0 = time.perf_counter()
+        detect_crisis(t)
+        times.append(time.perf_counter() - t0)
+    assert sorted(times)[len(times) // 2] < 0.005
+
+
+# ---------------------------------------------------------------- evaluation
+def test_blind_evaluation_returns_aggregates_only() -> None:
+    report = evaluate_safety(BANK_FILES["blind"])
+    assert report["errors"] == [] and report["errors_withheld"] is True
+    assert set(report["per_category_recall"]) == set(LABELS[2:])
+    assert {"gold", "flagged_concern", "flagged_crisis", "recall"} <= report["concern"].keys()
+    for key in ("n", "precision", "recall", "f1", "tp", "fp", "fn", "tn", "category_accuracy", "p50_ms"):
+        assert key in report  # the keys the JSON always had
+
+
+def test_eval_cli_never_prints_a_blind_message() -> None:
+    result = CliRunner().invoke(app, ["eval", "safety", "--split", "blind", "--json"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    report = json.loads(out)
+    blind_texts = {i.text for i in load_bank("blind")}
+    assert report["errors"] == [] and not any(t in out for t in blind_texts)
+    assert MODEL_PATH.is_file()

@@ -32,6 +32,8 @@ BEAT_EVERY = 2.0  # seconds between heartbeats of a running run
 INTERRUPTED_AFTER = 600.0  # a foreground run silent this long is taken for dead
 Progress = Callable[[int], None]  # called with the number of items just handled
 
+MAX_PROBLEMS_KEPT = 100  # problem lines stored with a run and returned by the API; the count is always whole
+
 
 def _start_run(k: Knowledge, command: str) -> int:
     with k.factory() as s:
@@ -48,7 +50,7 @@ def _finish_run(k: Knowledge, run_id: int, report: IngestReport, status: str) ->
         run.added, run.updated, run.unchanged, run.removed = report.added, report.updated, report.unchanged, report.removed
         run.errors, run.chunks_embedded, run.chunks_reused = len(report.problems), report.chunks_embedded, report.chunks_reused
         run.done = report.added + report.updated + report.unchanged + len(report.problems)
-        run.message = "\n".join(report.problems[:50])
+        run.message = "\n".join(report.problems[:MAX_PROBLEMS_KEPT])  # run.errors keeps the total
         s.commit()
 
 

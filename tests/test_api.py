@@ -441,6 +441,12 @@ def test_knowledge_admin(client: TestClient, H: dict) -> None:
     assert after["documents"] == stats["documents"] - 1 and after["index"]["in_sync"] is True
     body = assert_problem(client.post("/v1/knowledge/documents", files=[files[2]], headers=H["admin"]), 422)
     assert body["problems"] and "virus.exe" in body["problems"][0]
+    # a file of 250 bad records: the first 100 problems and the whole count, not a 250-line body
+    bad = "\n".join('{"title": "x", "text": ' + str(i) for i in range(250)).encode()
+    body = assert_problem(client.post("/v1/knowledge/documents", files=[("files", ("bad.jsonl", bad, "application/json"))],
+                                      headers=H["admin"]), 422)
+    assert len(body["problems"]) == 100 and body["problems_total"] == 250, (len(body["problems"]), body.get("problems_total"))
+    assert "and 249 more problems" in body["detail"]
 
 
 def test_a_large_upload_answers_202_and_its_job_runs_to_the_end(client: TestClient, H: dict) -> None:
@@ -548,6 +554,14 @@ def test_problem_documents(client: TestClient, H: dict, kb: KB, runtime, keys) -
     assert_problem(r, 413)
     body = assert_problem(client.post(f"/v1/sessions/{sid}/messages", json={"txt": "x"}, headers=H["client"]), 422)
     assert body["errors"][0]["location"].startswith("body")
+    # validation errors name the field and the rule in plain words, never pydantic's internals
+    body = assert_problem(client.post("/v1/sessions", json={"profile": {"interests": ["동물" * 40]}},
+                                      headers=H["client"]), 422)
+    assert body["errors"] == [{"location": "body.profile.interests.0", "message": "must be at most 60 characters",
+                               "type": "string_too_long"}], body["errors"]
+    assert "function-after" not in json.dumps(body) and "constrained-str" not in json.dumps(body)
+    body = assert_problem(client.post(f"/v1/sessions/{sid}/messages", json={"text": ""}, headers=H["client"]), 422)
+    assert body["detail"].startswith("body.text: must not be empty")
     assert_problem(client.post(f"/v1/sessions/{sid}/messages", content=b"{not json",
                                headers={**H["client"], "Content-Type": "application/json"}), 422)
 

@@ -141,11 +141,45 @@ def problem_of(exc: BaseException) -> dict[str, Any]:
     return problem_body(status, slug, title, detail)
 
 
+_PLAIN = {  # pydantic error type -> the rule in plain words ({min} / {max} from the error's context)
+    "missing": "is required", "string_type": "must be text", "int_parsing": "must be a whole number",
+    "bool_parsing": "must be true or false", "float_parsing": "must be a number", "list_type": "must be a list",
+    "dict_type": "must be an object", "model_type": "must be an object", "json_invalid": "is not valid JSON",
+    "extra_forbidden": "is not a field this request takes", "literal_error": "must be one of the allowed values",
+    "enum": "must be one of the allowed values", "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}", "greater_than": "must be more than {gt}", "less_than": "must be less than {lt}",
+}
+
+
+def _plain_message(e: dict[str, Any]) -> str:
+    kind, ctx = e.get("type", ""), e.get("ctx") or {}
+    if kind in ("too_short", "string_too_short"):
+        low = ctx.get("min_length", 1)
+        return "must not be empty" if low in (0, 1) else f"must have at least {low} characters"
+    if kind in ("too_long", "string_too_long"):
+        unit = "characters" if kind == "string_too_long" or e.get("loc", ("",))[-1] in ("text", "note") else "items"
+        return f"must be at most {ctx.get('max_length', '?')} {unit}"
+    if kind in ("literal_error", "enum") and "expected" in ctx:
+        return f"must be {ctx['expected']}"
+    template = _PLAIN.get(kind)
+    return template.format(**ctx) if template else str(e.get("msg", "is invalid")).lower()
+
+
+def _plain_location(loc: tuple) -> str:
+    """`body.profile.interests.0`: pydantic's internal branch names (`function-after[...]`, `list[...]`) dropped."""
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and ("[" in p or "(" in p))) or "request"
+
+
 def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
-    errors = []
+    errors: list[dict[str, Any]] = []
     for e in exc.errors():
-        loc = ".".join(str(p) for p in e.get("loc", ()))
-        errors.append({"location": loc, "message": e.get("msg", "invalid"), "type": e.get("type", "")})
+        item = {"location": _plain_location(tuple(e.get("loc", ()))), "message": _plain_message(e),
+                "type": e.get("type", "")}
+        if not any(x["location"] == item["location"] and x["message"] == item["message"] for x in errors):
+            errors.append(item)
+    # a union (one value or a list) reports every branch: a type mismatch of one branch is noise beside a deeper error
+    errors = [x for x in errors if not (x["type"].endswith("_type") and any(
+        y["location"].startswith(x["location"] + ".") for y in errors))] or errors
     first = errors[0] if errors else {"location": "request", "message": "invalid"}
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return (f"{first['location']}: {first['message']}{more} — fix the request as described in /docs "

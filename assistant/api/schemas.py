@@ -235,7 +235,8 @@ class IngestOut(BaseModel):
     unchanged: int
     chunks_embedded: int
     chunks_reused: int
-    problems: list[str] = Field(description="one line per record or file not loaded: `file:line: reason`")
+    problems: list[str] = Field(description="one line per record or file not loaded (`file:line: reason`), the first 100")
+    problems_total: int = Field(0, description="how many records or files were not loaded in all")
     knowledge_version: int
     job: int = Field(description="the background job that ingested the upload (`GET /v1/knowledge/jobs/{id}`)")
 
@@ -248,10 +249,10 @@ class IngestJob(BaseModel):
     added: int
     updated: int
     unchanged: int
-    errors: int
+    errors: int = Field(description="records or files not loaded, in all")
     chunks_embedded: int
     chunks_reused: int
-    problems: list[str]
+    problems: list[str] = Field(description="the first 100 of them, one line each")
     started_at: datetime | None
     finished_at: datetime | None
 

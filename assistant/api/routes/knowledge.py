@@ -65,10 +65,11 @@ def upload(state: State, caller: Admin, response: Response,
     problems = job["problems"]
     out = {"files": len(files), "added": job["added"], "updated": job["updated"], "unchanged": job["unchanged"],
            "chunks_embedded": job["chunks_embedded"], "chunks_reused": job["chunks_reused"], "problems": problems,
-           "knowledge_version": knowledge_version(k.factory), "job": run_id}
+           "problems_total": max(job["errors"], len(problems)), "knowledge_version": knowledge_version(k.factory), "job": run_id}
     if problems and not (job["added"] or job["updated"] or job["unchanged"]):
         raise Problem(422, "nothing-ingested", f"no document could be loaded: {problems[0]}"
-                      + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""), problems=problems)
+                      + (f" (and {out['problems_total'] - 1} more problems)" if out["problems_total"] > 1 else ""),
+                      problems=problems, problems_total=out["problems_total"])
     return out
 
 

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     """Largest request body the API accepts (413 above it), except knowledge uploads."""
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_document_chars: int = 300_000
+    """Most characters one uploaded or ingested document may hold after extraction (a small compressed PDF can
+    expand to megabytes of text); a longer one is skipped with a problem naming this limit."""
     """Largest multipart body of POST /v1/knowledge/documents."""
 
     def database_url(self, override: str | None = None) -> str:

@@ -126,7 +126,8 @@ def docs(
             if not p.exists():
                 raise SourceError(f"{p}: no such file or directory — check the path")
         k = _open(db)
-        options = ReaderOptions(id_field=id_field, text_field=text_field, title_field=title_field, as_of_field=as_of_field)
+        options = ReaderOptions(id_field=id_field, text_field=text_field, title_field=title_field, as_of_field=as_of_field,
+                                max_chars=Settings().max_document_chars)
         report = _run_ingest(k, _doc_items(paths, options, skipped.append), None, "doc", "documents")
     except JinroError as exc:
         _fail(str(exc))

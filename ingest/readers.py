@@ -34,12 +34,19 @@ Item = SourceDocument | RecordError
 
 @dataclass(frozen=True)
 class ReaderOptions:
-    """Field names for record formats (.jsonl/.csv/.tsv); whole-file formats ignore them."""
+    """Field names for record formats (.jsonl/.csv/.tsv; whole-file formats ignore them), and the most characters one
+    document may hold after extraction (None: no limit), so a small compressed file cannot expand without bound."""
 
     id_field: str = "id"
     text_field: str = "text"
     title_field: str = "title"
     as_of_field: str = "as_of"
+    max_chars: int | None = None
+
+
+def _too_long(where: str, chars: int, limit: int) -> str:
+    return (f"{where}: {chars:,} characters after extraction, more than the limit of {limit:,} per document "
+            "(JINRO_MAX_DOCUMENT_CHARS) — split it into smaller documents or raise the limit")
 
 
 def iter_sources(paths: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
@@ -93,7 +100,7 @@ def read_file(path: Path, options: ReaderOptions = ReaderOptions(), *, root: Pat
     except OSError as exc:
         raise SourceError(f"{path}: cannot read — {exc.strerror or exc}") from exc
     if fmt == "pdf":
-        return iter([_read_pdf(path, data, root)])
+        return iter([_read_pdf(path, data, root, options.max_chars)])
     text = _decode(path, data)
     if not tidy(text):
         raise EmptySource(f"{path}: empty file — nothing to ingest")
@@ -111,6 +118,8 @@ def read_file(path: Path, options: ReaderOptions = ReaderOptions(), *, root: Pat
     body = tidy(body)
     if not body:
         raise EmptySource(f"{path}: no text left after removing markup — nothing to ingest")
+    if options.max_chars and len(body) > options.max_chars:
+        raise SourceError(_too_long(str(path), len(body), options.max_chars))
     return iter([_whole_document(path, root, fmt, title, body)])
 
 
@@ -263,8 +272,9 @@ def _strip_html(text: str) -> tuple[str | None, str]:
     return title, soup.get_text()
 
 
-def _read_pdf(path: Path, data: bytes, root: Path | None) -> SourceDocument:
-    """One document from a PDF's page texts (joined with blank lines); metadata has the page count."""
+def _read_pdf(path: Path, data: bytes, root: Path | None, max_chars: int | None = None) -> SourceDocument:
+    """One document from a PDF's page texts (joined with blank lines); metadata has the page count. Extraction stops
+    as soon as the text passes `max_chars`."""
     from pypdf import PdfReader  # imported lazily: only PDF ingestion needs it
 
     if not data.strip():
@@ -273,9 +283,14 @@ def _read_pdf(path: Path, data: bytes, root: Path | None) -> SourceDocument:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise UnsupportedSource(f"{path}: encrypted PDF — save an unencrypted copy and ingest that")
-        pages = [tidy(page.extract_text() or "") for page in reader.pages]
+        pages, chars = [], 0
+        for page in reader.pages:
+            pages.append(tidy(page.extract_text() or ""))
+            chars += len(pages[-1]) + 2
+            if max_chars and chars > max_chars:
+                raise SourceError(_too_long(f"{path} (page {len(pages)} of {len(reader.pages)})", chars, max_chars))
         meta_title = reader.metadata.title if reader.metadata else None
-    except UnsupportedSource:
+    except SourceError:
         raise
     except Exception as exc:  # pypdf raises many types for damaged files
         raise UnsupportedSource(f"{path}: cannot read PDF ({type(exc).__name__}: {exc}) — damaged file?") from exc
@@ -362,6 +377,8 @@ def _read_records(path: Path, rows: Iterable[Row], options: ReaderOptions) -> It
     first_line: dict[str, int] = {}
     for number, row in rows:
         item = row if isinstance(row, RecordError) else _record(path, number, row, options)
+        if isinstance(item, SourceDocument) and options.max_chars and len(item.text) > options.max_chars:
+            item = RecordError(f"{path}:{number}", _too_long("record", len(item.text), options.max_chars))
         if isinstance(item, SourceDocument):
             first = first_line.setdefault(item.external_id, number)
             if first != number:

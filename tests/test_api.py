@@ -449,6 +449,15 @@ def test_knowledge_admin(client: TestClient, H: dict) -> None:
     assert "and 249 more problems" in body["detail"]
 
 
+def test_an_upload_that_expands_past_the_limit_is_refused_naming_it(kb: KB, runtime, H: dict) -> None:
+    app = create_app(kb.settings(max_document_chars=2000), runtime=runtime)
+    with TestClient(app) as c:
+        big = ("진로 상담 안내문입니다. " * 400).encode()
+        body = assert_problem(c.post("/v1/knowledge/documents", files=[("files", ("big.txt", big, "text/plain"))],
+                                     headers=H["admin"]), 422)
+    assert "limit of 2,000" in body["detail"] and "JINRO_MAX_DOCUMENT_CHARS" in body["detail"]
+
+
 def test_a_large_upload_answers_202_and_its_job_runs_to_the_end(client: TestClient, H: dict) -> None:
     text = "\n\n".join(f"{i}번째 문단: 해양생물학자는 바다에 사는 생물의 생태를 조사하고 연구 결과를 보고서로 씁니다." for i in range(40))
     files = [("files", (f"해양{i}.md", f"# 해양생물 안내 {i}\n\n{text}".encode(), "text/markdown")) for i in range(3)]

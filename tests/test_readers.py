@@ -87,6 +87,20 @@ def test_stored_text_cannot_hide_characters_or_break_a_prompt_fence(tmp_path: Pa
     assert "〈/자료〉" in doc.text and "전화해" in doc.text  # the words stay readable
 
 
+def test_a_document_longer_than_the_limit_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    long = tmp_path / "long.txt"
+    long.write_text("가나다라마바사 " * 200, encoding="utf-8")
+    limited = ReaderOptions(max_chars=1000)
+    with pytest.raises(SourceError, match=r"more than the limit of 1,000 .*JINRO_MAX_DOCUMENT_CHARS"):
+        list(read_file(long, limited))
+    assert len(list(read_file(long))) == 1  # no limit given: read whole
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"id": "a", "text": "짧은 글"}\n{"id": "b", "text": "%s"}\n' % ("긴 글 " * 500), encoding="utf-8")
+    items = list(read_file(records, limited))
+    assert isinstance(items[0], SourceDocument) and isinstance(items[1], RecordError)
+    assert "r.jsonl:2" in str(items[1]) and "limit of 1,000" in str(items[1])
+
+
 def test_txt_title_is_capped_at_80_chars(tmp_path: Path) -> None:
     path = tmp_path / "long.txt"
     path.write_text("가" * 200 + "\n본문", encoding="utf-8")
@@ -223,6 +237,13 @@ def test_pdf_text_pages_and_metadata_title(tmp_path: Path) -> None:
     assert "Career guide" in doc.text and "Second page text" in doc.text
     assert "\n\n" in doc.text  # pages joined with a blank line
     assert doc.text.index("Career guide") < doc.text.index("Second page text")
+
+
+def test_pdf_extraction_stops_at_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "big.pdf"
+    path.write_bytes(pdf_bytes([["page text " * 20] for _ in range(30)]))
+    with pytest.raises(SourceError, match=r"page \d+ of 30\).*limit of 500"):
+        list(read_file(path, ReaderOptions(max_chars=500)))
 
 
 def test_pdf_without_metadata_title_uses_stem(tmp_path: Path) -> None:

@@ -41,8 +41,9 @@ def upload(state: State, caller: Admin, response: Response,
     A file's documents get the id `file:<file name>` (records: their id field)."""
     if len(files) > MAX_FILES:
         raise Problem(422, "too-many-files", f"{len(files)} files in one upload — send at most {MAX_FILES} at a time")
-    options = ReaderOptions(id_field=id_field, text_field=text_field, title_field=title_field, as_of_field=as_of_field)
     k, settings = state.runtime.knowledge, state.settings
+    options = ReaderOptions(id_field=id_field, text_field=text_field, title_field=title_field, as_of_field=as_of_field,
+                            max_chars=settings.max_document_chars)
     run_id = background.enqueue(
         k, settings.data_dir / "uploads", [(f.filename, f.file.read()) for f in files], fmt=format, options=options,
         command=f"api upload by {caller.prefix}: {', '.join(f.filename or '?' for f in files)}",

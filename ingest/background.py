@@ -21,6 +21,7 @@ import logging
 import re
 import shutil
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -77,16 +78,61 @@ def enqueue(k: Knowledge, spool_root: Path, files: Sequence[tuple[str | None, by
     return run_id
 
 
-def _items(paths: list[Path], root: Path, fmt: str, options: ReaderOptions, skipped: list[str]) -> Iterator[Any]:
+BATCH_DOCUMENTS = 8  # documents embedded and committed together: a cancel takes effect after the batch in hand
+CANCEL_CHECK_EVERY = 0.2  # seconds between looks at a running job's status for a cancel request
+
+
+class _CancelWatch:
+    """Ends the item stream of a run once its status is `cancelling` (looked up at most once a second)."""
+
+    def __init__(self, k: Knowledge, run_id: int) -> None:
+        self.k, self.run_id, self.last, self.cancelled = k, run_id, 0.0, False
+
+    def requested(self) -> bool:
+        if not self.cancelled and time.monotonic() - self.last >= CANCEL_CHECK_EVERY:
+            self.last = time.monotonic()
+            with self.k.factory() as s:
+                self.cancelled = s.scalar(select(IngestRun.status).where(IngestRun.id == self.run_id)) == "cancelling"
+        return self.cancelled
+
+
+def cancel(k: Knowledge, run_id: int) -> dict[str, Any] | None:
+    """Cancel a background run: a queued one ends now (`cancelled`); a running one stops after the batch of
+    BATCH_DOCUMENTS in hand (`cancelling`, then `cancelled`). What was ingested before stays and the index stays in
+    step with it. A run already ended is left as it is. Returns the job's status, or None when there is no such job."""
+    with k.factory() as s:  # conditional updates: a worker may claim the run at this very moment
+        run = s.get(IngestRun, run_id)
+        if run is None or run.params is None:
+            return None
+        spool = run.params.get("spool", "")
+        queued = s.execute(update(IngestRun).where(IngestRun.id == run_id, IngestRun.status == "queued").values(
+            status="cancelled", finished_at=_now(), message="cancelled before it started")).rowcount
+        if not queued:
+            s.execute(update(IngestRun).where(IngestRun.id == run_id, IngestRun.status == "running")
+                      .values(status="cancelling"))
+        s.commit()
+    if queued:
+        shutil.rmtree(spool, ignore_errors=True)
+    return job_status(k, run_id)
+
+
+def _items(paths: list[Path], root: Path, fmt: str, options: ReaderOptions, skipped: list[str],
+           watch: _CancelWatch | None = None) -> Iterator[Any]:
     for path in paths:
+        if watch is not None and watch.requested():
+            return
         shown = path.name
         try:
             if fmt == "jobs":
                 for item in read_jobs(path):
+                    if watch is not None and watch.requested():
+                        return
                     yield item if isinstance(item, RecordError) else (
                         dataclasses.replace(item[0], source_path=f"upload:{shown}"), item[1])
             else:
                 for item in read_file(path, options, root=root):
+                    if watch is not None and watch.requested():
+                        return
                     yield item if isinstance(item, RecordError) else dataclasses.replace(item, source_path=f"upload:{shown}")
         except SourceError as exc:
             skipped.append(str(exc).replace(str(root) + "/", ""))
@@ -96,6 +142,8 @@ def claim(k: Knowledge, worker: str, stale_after: float = STALE_AFTER) -> int | 
     """Take the oldest runnable run: queued with its files spooled, or running with a stale heartbeat."""
     stale = _now() - timedelta(seconds=stale_after)
     with k.factory() as s:
+        s.execute(update(IngestRun).where(IngestRun.status == "cancelling", IngestRun.heartbeat_at < stale)
+                  .values(status="cancelled", finished_at=_now()))  # its process died while it was being cancelled
         candidates = s.scalars(
             select(IngestRun.id).where(IngestRun.params.is_not(None), or_(
                 IngestRun.status == "queued",
@@ -119,17 +167,22 @@ def work(k: Knowledge, run_id: int, lock: threading.Lock | None = None) -> None:
     spool = Path(params["spool"])
     paths = [spool / name for name in params["files"] if (spool / name).exists()]
     skipped: list[str] = []
-    items = _items(paths, spool, params["format"], ReaderOptions(**params["options"]), skipped)
+    watch = _CancelWatch(k, run_id)
+    items = _items(paths, spool, params["format"], ReaderOptions(**params["options"]), skipped, watch)
     try:
         with lock or threading.Lock():
             service.ingest_items(k, items, kind="job" if params["format"] == "jobs" else "doc", command=command,
                                  chunk_size=params["chunk_size"], chunk_overlap=params["chunk_overlap"],
-                                 run_id=run_id, problems=skipped)
+                                 run_id=run_id, problems=skipped, batch_size=BATCH_DOCUMENTS)
     except Exception as exc:
         log.exception("background ingest run %s failed", run_id)
         with k.factory() as s:  # a failure before the run was recorded as failed (an unusable index) is recorded too
             s.execute(update(IngestRun).where(IngestRun.id == run_id, IngestRun.status == "running").values(
                 status="failed", finished_at=_now(), message=f"{type(exc).__name__}: {exc}"[:2000]))
+            s.commit()
+    if watch.cancelled:  # the stream ended early: what was ingested stays (its counts say what), the index in step
+        with k.factory() as s:
+            s.execute(update(IngestRun).where(IngestRun.id == run_id).values(status="cancelled", finished_at=_now()))
             s.commit()
     shutil.rmtree(spool, ignore_errors=True)
 

@@ -56,12 +56,14 @@ def _finish_run(k: Knowledge, run_id: int, report: IngestReport, status: str) ->
 
 def ingest_items(knowledge: Knowledge, items: Iterable[Item], *, kind: Kind, command: str, chunk_size: int = 600,
                  chunk_overlap: int = 120, on_progress: Progress | None = None, run_id: int | None = None,
-                 problems: Sequence[str] = ()) -> IngestReport:
+                 problems: Sequence[str] = (), batch_size: int = 64) -> IngestReport:
     """Load `items` (documents, (document, occupation) pairs of `ingest.jobs.read_jobs`, or `RecordError`s, which
     become the report's problems) incrementally, and bring the vector index in step. `command` is what the run
     record shows (`ingest status`: last runs); `run_id`: a run already recorded (a background run of
     `ingest.background`) instead of a new one. `problems`: lines found before (files that could not be read),
-    reported with the items' own. Raises `IngestError` / `DatabaseError`; the run is then recorded as failed and
+    reported with the items' own. `batch_size`: documents read before they are embedded and committed together (a
+    background run takes small batches, so that progress shows and a cancel takes effect soon).
+    Raises `IngestError` / `DatabaseError`; the run is then recorded as failed and
     the same call can simply be repeated (unchanged documents are skipped)."""
     store = knowledge.store()  # an unusable index fails here, before a run is recorded
     run_id = run_id if run_id is not None else _start_run(knowledge, command)
@@ -81,7 +83,7 @@ def ingest_items(knowledge: Knowledge, items: Iterable[Item], *, kind: Kind, com
 
     try:
         ingester = Ingester(knowledge.factory, knowledge.embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                            kind=kind)
+                            kind=kind, batch_size=batch_size)
         report = ingester.run(items, on_progress=progress)
         report.problems[:0] = list(problems)
         if kind == "job":

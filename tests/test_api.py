@@ -6,6 +6,8 @@ SQLite, and a real `jinro serve` process (first-start ingest, SSE over a socket)
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -456,6 +458,31 @@ def test_an_upload_that_expands_past_the_limit_is_refused_naming_it(kb: KB, runt
         body = assert_problem(c.post("/v1/knowledge/documents", files=[("files", ("big.txt", big, "text/plain"))],
                                      headers=H["admin"]), 422)
     assert "limit of 2,000" in body["detail"] and "JINRO_MAX_DOCUMENT_CHARS" in body["detail"]
+
+
+def test_a_running_upload_can_be_cancelled_and_keeps_the_index_in_step(client: TestClient, H: dict) -> None:
+    fresh = uuid.uuid4().hex  # texts no embedding cache has seen: the job takes a minute, not milliseconds
+    body = "\n\n".join(f"{fresh} {j}번째 문단: 천문학자는 망원경으로 별과 은하를 관측하고, 관측 자료를 분석해 우주의 구조와 "
+                       "진화를 연구하며, 그 결과를 논문과 학회 발표로 알립니다." for j in range(12))
+    files = [("files", (f"취소{i}.md", f"# 취소 시험 {i}\n\n{i}번 문서 {body}".encode(), "text/markdown")) for i in range(40)]
+    r = client.post("/v1/knowledge/documents?wait=0", files=files, headers=H["admin"])
+    assert r.status_code == 202, r.text
+    cancelled = client.delete(r.headers["location"], headers=H["admin"])
+    assert cancelled.status_code == 200 and cancelled.json()["status"] in ("cancelled", "cancelling"), cancelled.text
+    deadline = datetime.now() + timedelta(seconds=120)
+    job = cancelled.json()
+    while job["status"] == "cancelling" and datetime.now() < deadline:
+        job = client.get(r.headers["location"], headers=H["admin"]).json()
+    assert job["status"] == "cancelled" and job["added"] < 40 and job["finished_at"], job
+    stats = client.get("/v1/knowledge/stats", headers=H["admin"]).json()
+    while not stats["index"]["in_sync"] and datetime.now() < deadline:  # another test's upload may still be running
+        time.sleep(0.5)
+        stats = client.get("/v1/knowledge/stats", headers=H["admin"]).json()
+    assert stats["index"]["in_sync"] is True, stats
+    again = client.delete(r.headers["location"], headers=H["admin"]).json()
+    assert again["status"] == "cancelled", again  # an ended job is returned as it is
+    body = assert_problem(client.delete("/v1/knowledge/jobs/999999", headers=H["admin"]), 404)
+    assert body["type"] == "/problems/job-not-found"
 
 
 def test_a_large_upload_answers_202_and_its_job_runs_to_the_end(client: TestClient, H: dict) -> None:

@@ -243,7 +243,7 @@ class IngestOut(BaseModel):
 
 class IngestJob(BaseModel):
     id: int
-    status: Literal["queued", "running", "ok", "partial", "failed"]
+    status: Literal["queued", "running", "cancelling", "cancelled", "ok", "partial", "failed"]
     files: int
     done: int = Field(description="documents (or records) handled so far")
     added: int

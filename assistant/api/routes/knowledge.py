@@ -58,7 +58,7 @@ def upload(state: State, caller: Admin, response: Response,
                 worker.finished.wait(min(0.5, max(0.0, deadline - time.monotonic())))
             job = background.job_status(k, run_id)
     response.headers["Location"] = f"/v1/knowledge/jobs/{run_id}"
-    if job["status"] in ("queued", "running"):
+    if job["status"] in ("queued", "running", "cancelling", "cancelled"):
         return JSONResponse(_job_json(job), status_code=202, headers={"Location": f"/v1/knowledge/jobs/{run_id}"})
     if job["status"] == "failed":
         raise Problem(500, "ingest-failed", f"the upload could not be ingested: {'; '.join(job['problems'][:3])} — "
@@ -84,6 +84,17 @@ def get_job(job_id: int, state: State, _: Admin) -> dict:
     """A background upload: `queued`, `running` (with `done`: documents handled so far), then `ok`, `partial`
     (some records not loaded: `problems`) or `failed`."""
     job = background.job_status(state.runtime.knowledge, job_id)
+    if job is None:
+        raise JobNotFound(f"no ingest job {job_id} — uploads answer with their job id")
+    return job
+
+
+@router.delete("/jobs/{job_id}", response_model=IngestJob, responses={404: {"description": "no such job"}})
+def cancel_job(job_id: int, state: State, _: Admin) -> dict:
+    """Cancel a background upload: a queued job ends at once (`cancelled`); a running one stops after the batch in hand
+    (up to 8 documents: `cancelling`, then `cancelled`), keeping what it had ingested (its counts say what) with the index in step.
+    A job that has ended is returned as it is."""
+    job = background.cancel(state.runtime.knowledge, job_id)
     if job is None:
         raise JobNotFound(f"no ingest job {job_id} — uploads answer with their job id")
     return job

@@ -4,14 +4,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 
+# control characters, zero-width and bidi-override characters, soft hyphens: invisible, and used to hide text (the
+# one definition: readers, the counselor's message intake and the crisis classifier use it)
+INVISIBLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+
+
 def nfc(text: str) -> str:
     """NFC-normalise Korean text (decomposed jamo from macOS files or PDFs become syllables)."""
     return unicodedata.normalize("NFC", text)
+
+
+_SPACES = re.compile(r"[ \t\f\v\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+# "<" and ">" and their look-alikes become the CJK angle brackets 〈 〉 (which NFKC keeps as they are), so a stored
+# passage can never close a prompt's fence (</자료>) or spell a special token (<|endoftext|>), however it was typed
+_ANGLES = str.maketrans({**dict.fromkeys("<＜﹤‹⟨❬❮〈", "〈"), **dict.fromkeys(">＞﹥›⟩❭❯〉", "〉")})
+
+
+def tidy(text: str) -> str:
+    """NFC, one newline style, runs of spaces collapsed, lines stripped, at most one blank line in a row; invisible
+    characters dropped and angle brackets neutralised (retrieved text is data: see `_ANGLES`)."""
+    text = nfc(text).replace("\r\n", "\n")
+    text = re.sub(r"[\r\x85\u2028\u2029]", "\n", text)
+    text = _SPACES.sub(" ", INVISIBLE.sub("", text).translate(_ANGLES))
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -56,6 +55,7 @@ from assistant.safety.scripts import concern_checkin, concern_lines, crisis_repl
 from assistant.counselor.sessions import get_session
 from db.conversation import ChatSession, Message, Review
 from db.retry import retrying
+from ingest.documents import INVISIBLE
 
 MAX_STUDENT_CHARS = 4000
 
@@ -121,11 +121,6 @@ class TurnState:
         now = time.perf_counter()
         self.timings[stage] = round((now - self.clock) * 1000, 2)
         self.clock = now
-
-
-# zero-width and other format characters (ZWSP, ZWNJ, ZWJ, word joiner, BOM, soft hyphen, bidi marks): a message of
-# only these is empty
-_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
 def _set_careful(memory: Memory, _turn_no: int) -> None:
@@ -198,7 +193,7 @@ class Counselor:
     def _receive(self, session_id: str, text: str, owner: str | None) -> TurnState:
         """Normalise and redact the message first, then load the session's memory."""
         clock = time.perf_counter()
-        text = " ".join(_INVISIBLE.sub("", text).split())[:MAX_STUDENT_CHARS]
+        text = " ".join(INVISIBLE.sub("", text).split())[:MAX_STUDENT_CHARS]
         if not text:
             raise RetrievalError("the message has no visible characters — write what you would like to talk about")
         redacted = redact(text)

@@ -32,6 +32,7 @@ import numpy as np
 
 from assistant.errors import SafetyModelError
 from assistant.safety.rules import match_rules
+from ingest.documents import INVISIBLE
 
 LABELS = ("none", "concern", "suicide", "self_harm", "abuse", "violence", "runaway")
 CRISIS_LABELS = LABELS[2:]
@@ -40,14 +41,13 @@ RULE_WEIGHT = 4.0  # a rule signal's value beside the n-grams' 1.0
 WINDOW, STRIDE = 160, 80  # compact characters per scored window of a long message, and the step between windows
 MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "safety" / "crisis_model.npz"
 
-_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _RUNS = re.compile(r"(.)\1{2,}")
 _WORDS = re.compile(r"\w+")
 
 
 def normalise(text: str) -> str:
     """NFKC, lower case, no invisible characters, runs of one character cut to two."""
-    return _RUNS.sub(r"\1\1", _INVISIBLE.sub("", unicodedata.normalize("NFKC", text).lower()))
+    return _RUNS.sub(r"\1\1", INVISIBLE.sub("", unicodedata.normalize("NFKC", text).lower()))
 
 
 def compact(norm: str) -> str:

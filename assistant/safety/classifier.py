@@ -59,8 +59,9 @@ def _hash(feature: str) -> int:
     return zlib.crc32(feature.encode("utf-8")) & (N_FEATURES - 1)
 
 
-def features(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct buckets of one message and their values, L2-normalised (see the module docstring)."""
+def features(text: str, signals: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct buckets of one message and their values, L2-normalised (see the module docstring). `signals`:
+    the rule layer's signals for this very text when the caller has them already (else they are computed)."""
     norm = normalise(text)
     flat = compact(norm)
     grams: set[str] = set()
@@ -72,7 +73,7 @@ def features(text: str) -> tuple[np.ndarray, np.ndarray]:
         grams.update("j" + jamo[i:i + n] for i in range(len(jamo) - n + 1))
     grams.update("w" + w for w in _WORDS.findall(norm))
     buckets = {_hash(g): 1.0 for g in grams}
-    for signal in match_rules(text).signals:
+    for signal in match_rules(text).signals if signals is None else signals:
         buckets[_hash("r" + signal)] = RULE_WEIGHT
     idx = np.fromiter(buckets.keys(), dtype=np.int64, count=len(buckets))
     val = np.fromiter(buckets.values(), dtype=np.float32, count=len(buckets))
@@ -125,17 +126,18 @@ class CrisisModel:
         self.thresholds = thresholds
         self.bank_sha256 = bank_sha256
 
-    def _scores(self, text: str) -> np.ndarray:
-        idx, val = features(text)
+    def _scores(self, text: str, signals: tuple[str, ...] | None = None) -> np.ndarray:
+        idx, val = features(text, signals)
         z = val @ self.dense[idx] + self.bias
         e = np.exp(z - z.max())
         return e / e.sum()
 
-    def probabilities(self, text: str) -> dict[str, float]:
+    def probabilities(self, text: str, signals: tuple[str, ...] | None = None) -> dict[str, float]:
         """P(label) for the message; a long message takes its most alarming window."""
         best = None
-        for part in windows(text):
-            p = self._scores(part)
+        parts = windows(text)
+        for part in parts:  # the caller's rule signals are for the whole text: they serve only when it is one window
+            p = self._scores(part, signals if len(parts) == 1 else None)
             if best is None or p[2:].sum() > best[2:].sum():
                 best = p
         return {label: float(v) for label, v in zip(LABELS, best)}

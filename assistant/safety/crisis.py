@@ -64,7 +64,7 @@ def detect_crisis(text: str, *, careful: bool = False, context: Sequence[str] = 
     model = shipped_model()
     th = model.thresholds
     rules = match_rules(text, careful=careful)
-    probs = model.probabilities(text)
+    probs = model.probabilities(text, rules.signals)  # the rules' signals are model features: computed once
     p_crisis = _crisis_p(probs)
     p_alarm = p_crisis + probs["concern"]
     source, category, score = None, None, max(rules.score, p_crisis)

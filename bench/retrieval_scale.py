@@ -171,7 +171,7 @@ def zipf_tokens(rng: np.random.Generator, n_docs: int, per_doc: float, vocab: in
 
 
 def bm25_scale(stats: dict[str, float], n_docs: int, n_queries: int, depth: int) -> dict[str, Any]:
-    """Our LexicalIndex (bm25s) at n_docs synthetic chunks; vocabulary grown from the real one by Heaps' law."""
+    """Our LexicalIndex at n_docs synthetic chunks; vocabulary grown from the real one by Heaps' law."""
     from assistant.retrieval.corpus import LexicalIndex
 
     out: dict[str, Any] = {"chunks": n_docs, "queries": n_queries, "k": depth}

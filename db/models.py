@@ -63,6 +63,7 @@ class Chunk(Base):
     embedding_model: Mapped[str | None] = mapped_column(String(255))
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, L2-normalised
     terms: Mapped[str | None] = mapped_column(Text)  # space-separated morphemes of title + text, for BM25
+    flag: Mapped[str | None] = mapped_column(String(200))  # why it reads like an instruction (kept from students)
 
     document: Mapped[Document] = relationship(back_populates="chunks")
 
@@ -157,6 +158,7 @@ class IngestRun(Base):
     done: Mapped[int] = mapped_column(Integer, default=0)  # items (documents or records) handled so far
     chunks_reused: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # a worker that stops beating lost the run
+    flagged: Mapped[int] = mapped_column(Integer, default=0)  # chunks stored with a flag (ingest.screening)
 
 
 class KnowledgeState(Base):

@@ -132,6 +132,10 @@ class PgVectorStore:
     def save(self, knowledge_version: int | None = None) -> None:
         self.knowledge_version = knowledge_version
 
+    def fresh(self) -> PgVectorStore:
+        """The same store: the table is shared and always current."""
+        return self
+
     def __len__(self) -> int:
         self.ensure_schema()
         with self.engine.connect() as conn:

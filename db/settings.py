@@ -60,10 +60,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     """Largest request body the API accepts (413 above it), except knowledge uploads."""
     max_upload_bytes: int = 20 * 1024 * 1024
+    """Largest multipart body of POST /v1/knowledge/documents."""
     max_document_chars: int = 300_000
     """Most characters one uploaded or ingested document may hold after extraction (a small compressed PDF can
     expand to megabytes of text); a longer one is skipped with a problem naming this limit."""
-    """Largest multipart body of POST /v1/knowledge/documents."""
+    max_document_chunks: int = 1_000
+    """Most chunks one document of `ingest docs` or an upload may become; a larger one is skipped with a problem."""
+    max_upload_chunks: int = 5_000
+    """Most new chunks (to embed) one upload or `ingest docs` run may add, about 25 minutes of embedding on 2 cores;
+    the documents past it are skipped with a problem naming this limit (0: no limit)."""
+    redact_uploads: bool = True
+    """Replace personal data (phone numbers, 주민등록번호, e-mails, card and account numbers, addresses) in the text and
+    titles of uploaded documents and `ingest docs` before anything is stored; false keeps them as they are."""
 
     def database_url(self, override: str | None = None) -> str:
         if override:

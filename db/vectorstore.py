@@ -27,7 +27,8 @@ FLAT_LIMIT = 100_000  # above this many vectors use `ingest reindex --index-kind
 class VectorStore(Protocol):
     """What sync_index, the retriever and the CLIs use. Implementations: `FaissStore` (a file per process) and
     `db.pgvector.PgVectorStore` (a table shared by every process: `exists` is always true, `load()` returns it
-    and `save()` has nothing to write)."""
+    and `save()` has nothing to write). `fresh()` is a store for the same model and place with nothing loaded, to
+    build a new index beside one that is being searched (the shared table returns itself)."""
 
     model_id: str
     dim: int
@@ -37,6 +38,7 @@ class VectorStore(Protocol):
     @property
     def exists(self) -> bool: ...
     def load(self) -> VectorStore: ...
+    def fresh(self) -> VectorStore: ...
     def __len__(self) -> int: ...
     def ids(self) -> np.ndarray: ...
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
@@ -106,6 +108,9 @@ class FaissStore:
     @property
     def exists(self) -> bool:
         return self.index_path.exists() and self.meta_path.exists()
+
+    def fresh(self) -> FaissStore:
+        return FaissStore(self.index_path.parent, self.model_id, self.dim, self.kind)
 
     def load(self) -> FaissStore:
         """Read the index from disk; a missing index stays empty (the caller syncs it from the DB)."""

@@ -1,6 +1,6 @@
 """`finetune prepare`: every source -> one multi-turn SFT dataset in the ONE prompt format.
 
-Per conversation: redact personal data in turns, profile and summary (`assistant.safety.redaction.redact`); render with
+Per conversation: redact personal data in turns, profile and summary (`ingest.redaction.redact`); render with
 `assistant.counselor.prompt.render_training_segments` (loss on counselor turns only); fit `max_tokens` (oldest turn pairs
 go first, then the context is cut exactly as `render_prompt` cuts it at inference); drop duplicates (sha256 of
 the rendered text); split train/validation BY SESSION with a seeded shuffle; write train.jsonl, val.jsonl and
@@ -19,7 +19,7 @@ from assistant.errors import PromptBudgetError
 from assistant.generation.models import encode_prompt, load_tokenizer
 from assistant.counselor.prompt import EOS_MARKER, PromptParts, Segment, Turn, escape_data, normalize_turns, render_prompt, \
     render_training_segments
-from assistant.safety.redaction import redact
+from ingest.redaction import redact
 from finetune.derive import chitchat_conversations, derive_job_conversations
 from finetune.errors import DataFormatError, FinetuneError
 from finetune.formats import Conversation, SftExample, read_koalpaca, read_reviews, read_transcripts

@@ -33,6 +33,7 @@ from ingest import service
 from ingest.errors import RecordError, SourceError
 from ingest.jobs import read_jobs
 from ingest.knowledge import Knowledge
+from ingest.pipeline import Limits
 from ingest.readers import ReaderOptions, read_file
 
 log = logging.getLogger("jinro.ingest")
@@ -56,7 +57,8 @@ def safe_name(name: str | None, n: int, taken: set[str]) -> str:
 
 
 def enqueue(k: Knowledge, spool_root: Path, files: Sequence[tuple[str | None, bytes]], *, fmt: str,
-            options: ReaderOptions, command: str, chunk_size: int, chunk_overlap: int) -> int:
+            options: ReaderOptions, command: str, chunk_size: int, chunk_overlap: int,
+            limits: Limits = Limits()) -> int:
     """Record a queued run for `files` ((name, content) pairs) and spool them; returns the run id."""
     with k.factory() as s:
         run = IngestRun(command=command[:500], status="queued", params={})
@@ -71,7 +73,7 @@ def enqueue(k: Knowledge, spool_root: Path, files: Sequence[tuple[str | None, by
         names.append(safe_name(name, n, taken))
         (spool / names[-1]).write_bytes(content)
     params = {"spool": str(spool), "files": names, "format": fmt, "options": dataclasses.asdict(options),
-              "chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
+              "chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "limits": dataclasses.asdict(limits)}
     with k.factory() as s:  # only now can a worker claim it: the files are all there
         s.execute(update(IngestRun).where(IngestRun.id == run_id).values(params=params, heartbeat_at=None))
         s.commit()
@@ -173,7 +175,8 @@ def work(k: Knowledge, run_id: int, lock: threading.Lock | None = None) -> None:
         with lock or threading.Lock():
             service.ingest_items(k, items, kind="job" if params["format"] == "jobs" else "doc", command=command,
                                  chunk_size=params["chunk_size"], chunk_overlap=params["chunk_overlap"],
-                                 run_id=run_id, problems=skipped, batch_size=BATCH_DOCUMENTS)
+                                 run_id=run_id, problems=skipped, batch_size=BATCH_DOCUMENTS,
+                                 limits=Limits(**params.get("limits", {})))
     except Exception as exc:
         log.exception("background ingest run %s failed", run_id)
         with k.factory() as s:  # a failure before the run was recorded as failed (an unusable index) is recorded too
@@ -196,6 +199,7 @@ def job_status(k: Knowledge, run_id: int) -> dict[str, Any] | None:
         return {"id": run.id, "status": run.status, "files": len(run.params.get("files", [])), "done": run.done,
                 "added": run.added, "updated": run.updated, "unchanged": run.unchanged, "errors": run.errors,
                 "chunks_embedded": run.chunks_embedded, "chunks_reused": run.chunks_reused, "problems": problems,
+                "flagged": run.flagged or 0,
                 "started_at": run.started_at, "finished_at": run.finished_at}
 
 

@@ -20,7 +20,7 @@ from db.vectorstore import FLAT_LIMIT
 from ingest.errors import EmptySource, SourceError, UnsupportedSource
 from ingest.indexing import diff_index, reembed, sync_index
 from ingest.jobs import read_jobs
-from ingest.pipeline import IngestReport
+from ingest.pipeline import IngestReport, Limits, upload_limits
 from ingest.readers import ReaderOptions, iter_files, read_file
 from ingest.knowledge import Knowledge, open_configured
 from ingest import service
@@ -55,13 +55,15 @@ def _progress() -> Progress:
                     console=console, transient=False, disable=not console.is_terminal)
 
 
-def _run_ingest(k: Knowledge, items: Iterator, total: int | None, kind: service.Kind, label: str) -> IngestReport:
+def _run_ingest(k: Knowledge, items: Iterator, total: int | None, kind: service.Kind, label: str,
+                limits: Limits | None = None) -> IngestReport:
     settings = Settings()
     command = " ".join(shlex.quote(a) for a in ["ingest", *sys.argv[1:]])
     with _progress() as progress:
         task = progress.add_task(label, total=total)
         return service.ingest_items(k, items, kind=kind, command=command, chunk_size=settings.chunk_size,
-                            chunk_overlap=settings.chunk_overlap, on_progress=lambda n: progress.advance(task, n))
+                            chunk_overlap=settings.chunk_overlap, on_progress=lambda n: progress.advance(task, n),
+                            limits=limits)
 
 
 def _summarise(report: IngestReport) -> None:
@@ -69,7 +71,9 @@ def _summarise(report: IngestReport) -> None:
         console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)
     out.print(
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}; "
-        f"chunks embedded {report.chunks_embedded}, reused {report.chunks_reused}; problems {len(report.problems)}",
+        f"chunks embedded {report.chunks_embedded}, reused {report.chunks_reused}; problems {len(report.problems)}"
+        + (f"; {report.flagged} passages flagged as instruction-like (kept from students: `ingest status`)"
+           if report.flagged else ""),
         highlight=False, soft_wrap=True,
     )
     if report.problems:
@@ -126,9 +130,11 @@ def docs(
             if not p.exists():
                 raise SourceError(f"{p}: no such file or directory — check the path")
         k = _open(db)
+        settings = Settings()
         options = ReaderOptions(id_field=id_field, text_field=text_field, title_field=title_field, as_of_field=as_of_field,
-                                max_chars=Settings().max_document_chars)
-        report = _run_ingest(k, _doc_items(paths, options, skipped.append), None, "doc", "documents")
+                                max_chars=settings.max_document_chars)
+        report = _run_ingest(k, _doc_items(paths, options, skipped.append), None, "doc", "documents",
+                             limits=upload_limits(settings))
     except JinroError as exc:
         _fail(str(exc))
     for line in skipped:
@@ -177,7 +183,7 @@ def status(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json", hel
         out.print_json(json.dumps(stats, ensure_ascii=False))
         return
     table = Table(title="jinro knowledge", show_header=False)
-    for key in ("database", "knowledge_version", "documents", "chunks", "occupations", "certificates", "aliases", "relations"):
+    for key in ("database", "knowledge_version", "documents", "chunks", "chunks_flagged", "occupations", "certificates", "aliases", "relations"):
         table.add_row(key, escape(str(stats[key])))
     table.add_row("documents by kind", ", ".join(f"{k_}: {v}" for k_, v in stats["documents_by_kind"].items()) or "-")
     emb = stats["embedder"]

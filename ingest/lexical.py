@@ -8,6 +8,7 @@ the DB; queries go through the same `morphemes` function.
 from __future__ import annotations
 
 import threading
+import re
 import unicodedata
 from functools import lru_cache
 from typing import Sequence
@@ -59,15 +60,18 @@ def morphemes_many(texts: Sequence[str]) -> list[list[str]]:
         return [_terms(kiwi.tokenize(unicodedata.normalize("NFC", t)[:MAX_ANALYSED_CHARS])) if t.strip() else [] for t in texts]
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def char_bigrams(text: str) -> list[str]:
     """Overlapping character bigrams of each Hangul/alphanumeric run (spaces removed inside a word run)."""
     text = unicodedata.normalize("NFC", text)[:MAX_ANALYSED_CHARS].lower()
     out: list[str] = []
     for word in text.split():
-        word = "".join(ch for ch in word if ch.isalnum())
+        word = _NOT_ALNUM.sub("", word)  # re's \w is str.isalnum() plus "_"
         if len(word) == 1:
             out.append(word)
-        out.extend(word[i : i + 2] for i in range(len(word) - 1))
+        out.extend(map(str.__add__, word[:-1], word[1:]))
     return out
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Chunk, Document, KnowledgeState, Occupation
+from db.settings import Settings
 from ingest.chunking import ChunkText, chunk_context, chunk_text
 from ingest.documents import SourceDocument
 from ingest.embedding import Embedder
@@ -25,6 +26,7 @@ from ingest.occupation_text import view_text
 from ingest.occupations import upsert_occupation
 from ingest.jobs import OccupationRecord
 from ingest.lexical import morphemes_many
+from ingest.screening import instruction_flag, redact_document
 
 Item = SourceDocument | tuple[SourceDocument, OccupationRecord] | RecordError
 
@@ -38,6 +40,7 @@ class IngestReport:
     chunks_embedded: int = 0
     chunks_reused: int = 0
     views_embedded: int = 0  # document views (job documents: name and summary)
+    flagged: int = 0  # chunks stored with an instruction-like flag (kept from students, listed for reviewers)
     problems: list[str] = field(default_factory=list)  # one line each: "file:line: reason"
 
     @property
@@ -55,6 +58,37 @@ class _Pending:
     terms: list[list[str]] = field(default_factory=list)
     view: str | None = None  # job documents: name and summary (ingest.occupation_text.view_text)
     view_vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a run may store (uploads and `ingest docs`; the bundled dictionary loads without limits).
+
+    document_chunks: most chunks one document may become; run_chunks: most chunks of new or changed documents in
+    one run (what must be embedded; unchanged documents cost nothing). None: no limit. redact: replace personal data
+    in titles and texts first (`ingest.screening.redact_document`).
+    """
+
+    document_chunks: int | None = None
+    run_chunks: int | None = None
+    redact: bool = False
+
+    def check(self, doc: SourceDocument, chunks: int, run_so_far: int) -> str | None:
+        """The problem line when `doc` (`chunks` long, after `run_so_far` new chunks) passes a limit."""
+        if self.document_chunks and chunks > self.document_chunks:
+            return (f"{doc.source_path}: document {doc.external_id!r} makes {chunks:,} chunks, more than the limit of "
+                    f"{self.document_chunks:,} per document (JINRO_MAX_DOCUMENT_CHUNKS); skipped — split it or raise "
+                    "the limit")
+        if self.run_chunks and run_so_far + chunks > self.run_chunks:
+            return (f"{doc.source_path}: document {doc.external_id!r} not loaded: the run reached its limit of "
+                    f"{self.run_chunks:,} new chunks (JINRO_MAX_UPLOAD_CHUNKS) — send the rest in another upload or "
+                    "raise the limit")
+        return None
+
+
+def upload_limits(settings: Settings) -> Limits:
+    """The limits of uploads and `ingest docs` in a deployment's settings (0 turns a limit off)."""
+    return Limits(settings.max_document_chunks or None, settings.max_upload_chunks or None, settings.redact_uploads)
 
 
 def bump_version(session: Session) -> None:
@@ -93,9 +127,12 @@ class Ingester:
         chunk_overlap: int = 120,
         batch_size: int = 64,
         kind: str = "doc",
+        limits: Limits | None = None,
     ) -> None:
         self.factory, self.embedder = factory, embedder
         self.chunk_size, self.chunk_overlap, self.batch_size, self.kind = chunk_size, chunk_overlap, batch_size, kind
+        self.limits = limits or Limits()
+        self._new_chunks = 0  # chunks of new or changed documents in this run (Limits.run_chunks)
 
     def run(self, items: Iterable[Item], on_progress: Callable[[int], None] | None = None) -> IngestReport:
         check_embedding_model(self.factory, self.embedder.model_id)
@@ -117,6 +154,8 @@ class Ingester:
                 if not doc.text.strip():
                     report.problems.append(f"{doc.source_path}: document {doc.external_id!r} has an empty text; skipped")
                     continue
+                if self.limits.redact:
+                    doc = redact_document(doc)
                 seen[doc.external_id] = doc.source_path
                 docs.append((doc, occ))
             self._ingest_batch(docs, report)
@@ -144,6 +183,11 @@ class Ingester:
                     continue
                 p = _Pending(doc, occ, old[0] if old else None)
                 p.chunks = chunk_text(doc.text, self.chunk_size, self.chunk_overlap)
+                problem = self.limits.check(doc, len(p.chunks), self._new_chunks)
+                if problem:
+                    report.problems.append(problem)
+                    continue
+                self._new_chunks += len(p.chunks)
                 p.view = view_text(occ.fields) if occ is not None else None
                 pending.append(p)
             if not pending:
@@ -152,7 +196,7 @@ class Ingester:
             for p in pending:
                 p.terms = morphemes_many([chunk_context(p.doc.title, c.text) for c in p.chunks])
             for p in pending:
-                self._write(s, p)
+                report.flagged += self._write(s, p)
                 if p.existing_id is None:
                     report.added += 1
                 else:
@@ -211,7 +255,8 @@ class Ingester:
             return {"view_text": None, "view_embedding": None, "view_model": None}
         return {"view_text": p.view, "view_embedding": p.view_vector.tobytes(), "view_model": self.embedder.model_id}
 
-    def _write(self, s: Session, p: _Pending) -> None:
+    def _write(self, s: Session, p: _Pending) -> int:
+        """Store the document and its chunks; returns how many chunks were flagged."""
         d = p.doc
         if p.existing_id is not None:
             s.execute(delete(Chunk).where(Chunk.document_id == p.existing_id))
@@ -228,14 +273,16 @@ class Ingester:
             s.add(row)
             s.flush()
             doc_id = row.id
+        flags = [instruction_flag(c.text) for c in p.chunks]
         s.add_all(
             Chunk(document_id=doc_id, position=c.position, text=c.text, content_hash=self._key(p, c),
                   embedding_model=self.embedder.model_id, embedding=np.asarray(v, dtype=np.float32).tobytes(),
-                  terms=" ".join(t))
-            for c, v, t in zip(p.chunks, p.vectors, p.terms)
+                  terms=" ".join(t), flag=flag)
+            for c, v, t, flag in zip(p.chunks, p.vectors, p.terms, flags)
         )
         if p.occupation is not None:
             upsert_occupation(s, p.occupation, doc_id)
+        return sum(f is not None for f in flags)
 
 
 def remove_documents(factory: sessionmaker[Session], external_ids: Sequence[str]) -> tuple[list[str], list[str]]:

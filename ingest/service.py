@@ -25,7 +25,7 @@ from db.models import IngestRun
 from ingest.indexing import sync_index
 from ingest.knowledge import Knowledge
 from ingest.occupations import resolve_relations
-from ingest.pipeline import IngestReport, Ingester, Item, remove_documents
+from ingest.pipeline import IngestReport, Ingester, Item, Limits, remove_documents
 
 Kind = Literal["job", "doc"]
 BEAT_EVERY = 2.0  # seconds between heartbeats of a running run
@@ -46,9 +46,12 @@ def _start_run(k: Knowledge, command: str) -> int:
 def _finish_run(k: Knowledge, run_id: int, report: IngestReport, status: str) -> None:
     with k.factory() as s:
         run = s.get(IngestRun, run_id)
-        run.status, run.finished_at = status, datetime.now(timezone.utc)
+        # a background run cancelled while it worked (`ingest.background.cancel`) ends `cancelled` in the same write
+        run.status = "cancelled" if run.status == "cancelling" and status != "failed" else status
+        run.finished_at = datetime.now(timezone.utc)
         run.added, run.updated, run.unchanged, run.removed = report.added, report.updated, report.unchanged, report.removed
         run.errors, run.chunks_embedded, run.chunks_reused = len(report.problems), report.chunks_embedded, report.chunks_reused
+        run.flagged = report.flagged
         run.done = report.added + report.updated + report.unchanged + len(report.problems)
         run.message = "\n".join(report.problems[:MAX_PROBLEMS_KEPT])  # run.errors keeps the total
         s.commit()
@@ -56,13 +59,14 @@ def _finish_run(k: Knowledge, run_id: int, report: IngestReport, status: str) ->
 
 def ingest_items(knowledge: Knowledge, items: Iterable[Item], *, kind: Kind, command: str, chunk_size: int = 600,
                  chunk_overlap: int = 120, on_progress: Progress | None = None, run_id: int | None = None,
-                 problems: Sequence[str] = (), batch_size: int = 64) -> IngestReport:
+                 problems: Sequence[str] = (), batch_size: int = 64, limits: Limits | None = None) -> IngestReport:
     """Load `items` (documents, (document, occupation) pairs of `ingest.jobs.read_jobs`, or `RecordError`s, which
     become the report's problems) incrementally, and bring the vector index in step. `command` is what the run
     record shows (`ingest status`: last runs); `run_id`: a run already recorded (a background run of
     `ingest.background`) instead of a new one. `problems`: lines found before (files that could not be read),
     reported with the items' own. `batch_size`: documents read before they are embedded and committed together (a
-    background run takes small batches, so that progress shows and a cancel takes effect soon).
+    background run takes small batches, so that progress shows and a cancel takes effect soon). `limits`: chunks
+    per document and per run, and redaction (uploads and `ingest docs`).
     Raises `IngestError` / `DatabaseError`; the run is then recorded as failed and
     the same call can simply be repeated (unchanged documents are skipped)."""
     store = knowledge.store()  # an unusable index fails here, before a run is recorded
@@ -83,7 +87,7 @@ def ingest_items(knowledge: Knowledge, items: Iterable[Item], *, kind: Kind, com
 
     try:
         ingester = Ingester(knowledge.factory, knowledge.embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                            kind=kind, batch_size=batch_size)
+                            kind=kind, batch_size=batch_size, limits=limits)
         report = ingester.run(items, on_progress=progress)
         report.problems[:0] = list(problems)
         if kind == "job":

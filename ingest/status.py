@@ -55,6 +55,7 @@ def knowledge_status(k: Knowledge, store: FaissStore) -> dict[str, Any]:
             "documents": count(Document.id),
             "documents_by_kind": by_kind,
             "chunks": count(Chunk.id),
+            "chunks_flagged": int(s.scalar(select(func.count(Chunk.id)).where(Chunk.flag.is_not(None))) or 0),
             "chunks_by_embedding_model": {str(m): n for m, n in models.items()},
             "occupations": count(Occupation.id),
             "certificates": count(OccupationCertificate.id),

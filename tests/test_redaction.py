@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from assistant.safety.redaction import PLACEHOLDERS, PiiSpan, find_pii, redact
+from ingest.redaction import PLACEHOLDERS, PiiSpan, find_pii, redact
 from assistant.safety.crisis import CATEGORIES
 from assistant.safety.scripts import crisis_reply
 

@@ -223,34 +223,20 @@ NEW_DOC = SourceDocument(
 )
 
 
-def test_ingest_is_seen_without_a_rebuild_and_no_reload_when_unchanged(
-    kb: KB, embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ingest_is_seen_without_a_rebuild_and_no_reload_when_unchanged(kb: KB, embedder, tmp_path: Path) -> None:
     copy = clone_kb(kb, tmp_path / "copy", embedder)
     try:
         r = copy.retriever(embedder, check_every=0)
         before = r.search("펭귄 먹이 주는 사육사", k=5, mode="bm25")
         assert NEW_DOC.external_id not in [h.external_id for h in before.hits]
         assert r.corpus.refreshes == 1
+        first = r.corpus.current()
 
-        # quiet queries: the version is checked each time (check_every=0) but nothing reloads or rebuilds
-        calls = {"snapshot": 0, "sync": 0, "lexical": 0}
-        real_load, real_sync, real_lex = corpus_mod.load_snapshot, corpus_mod.sync_index, corpus_mod.LexicalIndex.__init__
-
-        def count(name, fn):
-            def wrapper(*a, **kw):
-                calls[name] += 1
-                return fn(*a, **kw)
-            return wrapper
-
-        monkeypatch.setattr(corpus_mod, "load_snapshot", count("snapshot", real_load))
-        monkeypatch.setattr(corpus_mod, "sync_index", count("sync", real_sync))
-        monkeypatch.setattr(corpus_mod.LexicalIndex, "__init__", count("lexical", real_lex))
+        # quiet queries: the version is checked each time (check_every=0) but nothing is rebuilt
         for q in ("간호사", "웹디자이너 자격증", "수의사 되려면", "펭귄", "데이터 분석"):
             for mode in ("dense", "hybrid+facts"):
                 r.search(q, k=5, mode=mode)
-        assert r.corpus.refreshes == 1
-        assert calls == {"snapshot": 0, "sync": 0, "lexical": 0}
+        assert r.corpus.refreshes == 1 and r.corpus.current() is first
 
         # another writer (its own store object, as `ingest` in another process) adds a document
         writer_store = FaissStore(copy.index_dir, embedder.model_id, embedder.dim).load()
@@ -262,11 +248,33 @@ def test_ingest_is_seen_without_a_rebuild_and_no_reload_when_unchanged(
             ids = [h.external_id for h in r.search("펭귄 먹이 주는 사육사", k=5, mode=mode).hits]
             assert ids[0] == NEW_DOC.external_id, (mode, ids)
         assert r.corpus.refreshes == 2
-        assert calls["snapshot"] == 1
         for _ in range(3):
             r.search("펭귄사육사", k=3)
         assert r.corpus.refreshes == 2
-        assert calls["snapshot"] == 1
+    finally:
+        copy.close()
+
+
+def test_a_new_snapshot_is_built_beside_the_one_in_use_and_swapped_in_whole(kb: KB, embedder, tmp_path: Path) -> None:
+    """background=True (the API): the query that notices an ingest is answered from the old snapshot at once, while
+    the new one (its own vector index and term indexes) is built on another thread; then the new one serves."""
+    copy = clone_kb(kb, tmp_path / "copy", embedder)
+    try:
+        r = copy.retriever(embedder, check_every=0, background=True)
+        old = r.corpus.current()  # only the very first load is waited for
+        report = Ingester(copy.knowledge.factory, embedder).run([NEW_DOC])
+        assert report.added == 1
+        sync_index(copy.knowledge.factory, FaissStore(copy.index_dir, embedder.model_id, embedder.dim).load())
+
+        during = r.search("펭귄 먹이 주는 사육사", k=5, mode="hybrid")
+        assert NEW_DOC.external_id not in [h.external_id for h in during.hits]  # the old snapshot answered
+        new = r.corpus.wait_built()
+        assert new is not old and new.version > old.version and new.store is not old.store
+        after = r.search("펭귄 먹이 주는 사육사", k=5, mode="hybrid")
+        assert after.hits[0].external_id == NEW_DOC.external_id
+        new_chunk = after.hits[0].chunk_id
+        assert new_chunk in new.store.ids() and new_chunk not in old.store.ids()  # the old index was left as it was
+        assert new_chunk not in old.row_of and r.corpus.refreshes == 2
     finally:
         copy.close()
 

@@ -153,9 +153,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     warmed counselor between apps, and a `limiter`."""
     settings = settings or Settings()
     if runtime is None:
-        runtime = Runtime.from_settings(settings, expire_idle_sessions=True)
+        runtime = Runtime.from_settings(settings, expire_idle_sessions=True, background_refresh=True)
     metrics = ApiMetrics()
     runtime.counselor.metrics = metrics
+    metrics.watch_snapshots(runtime.retriever.corpus)
     idle = timedelta(minutes=settings.session_idle_minutes) if settings.session_idle_minutes else None
     if limiter is None:  # buckets are per key id, and key ids are per database: namespace them by database
         namespace = "jinro:ratelimit:" + hashlib.sha256(settings.database_url().encode()).hexdigest()[:12]

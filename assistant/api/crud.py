@@ -21,7 +21,7 @@ from assistant.counselor.profile import SLOT_LABELS
 from assistant.counselor.prompt import Passage
 from assistant.counselor.review import CRISIS, NEGATIVE_FEEDBACK, PreferencePair, ReviewExport, ReviewMessage
 from assistant.errors import MessageNotFound, NotAnAnswer, ReviewNotFound
-from assistant.safety.redaction import redact
+from ingest.redaction import redact
 from db.conversation import ApiKey, ChatSession, Feedback, Message, Review
 from db.retry import retrying
 from db.models import Chunk, Document
@@ -297,6 +297,16 @@ def list_documents(factory: Factory, limit: int, offset: int, *, kind: str | Non
     items = [{"external_id": d.external_id, "kind": d.kind, "title": d.title, "as_of": d.as_of, "chunks": n,
               "updated_at": d.updated_at} for d, n in rows]
     return int(total), items
+
+
+def list_flagged(factory: Factory, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """Stored passages flagged at ingest as instruction-like (retrieval never shows them to students), newest first."""
+    with factory() as s:
+        total = s.scalar(select(func.count(Chunk.id)).where(Chunk.flag.is_not(None))) or 0
+        rows = s.execute(select(Chunk.id, Document.external_id, Document.title, Chunk.position, Chunk.flag, Chunk.text)
+                         .join(Document).where(Chunk.flag.is_not(None)).order_by(Chunk.id.desc())
+                         .limit(limit).offset(offset)).all()
+    return int(total), [dict(zip(("chunk_id", "external_id", "title", "position", "flag", "text"), r)) for r in rows]
 
 
 def document_ids(factory: Factory, external_ids: list[str]) -> dict[str, int]:

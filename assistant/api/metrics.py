@@ -1,5 +1,5 @@
 """Prometheus metrics of the API: requests by route and status, latency histograms, turns, crisis flags and
-fact-guard replacements.
+fact-guard replacements, retrieval snapshot builds.
 
 Each app has its own registry (several apps may live in one test process). With `--workers N`, `jinro serve`
 sets PROMETHEUS_MULTIPROC_DIR so every worker writes its samples there and /metrics adds them up.
@@ -37,6 +37,20 @@ class ApiMetrics:
                                   registry=r)
         self.rate_limited = Counter("jinro_rate_limited", "Requests refused by the per-key rate limit.", registry=r)
         self.feedback = Counter("jinro_feedback", "Feedback on answers, by rating.", ["rating"], registry=r)
+
+    def watch_snapshots(self, corpus) -> None:
+        """Expose the retriever's snapshot builds (`assistant.retrieval.corpus.Corpus`): how many, and the last one's
+        seconds, read at scrape time (this process's only: not added up across `--workers`)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        class _Snapshots:
+            def collect(self):
+                yield CounterMetricFamily("jinro_retrieval_snapshot_builds", "Retrieval snapshots built (each swapped "
+                                          "in whole after an ingest changed the knowledge DB).", value=corpus.refreshes)
+                yield GaugeMetricFamily("jinro_retrieval_snapshot_build_seconds", "How long the last snapshot build took.",
+                                        value=corpus.last_build_s)
+
+        self.registry.register(_Snapshots())
 
     # the Counselor's hooks
     def turn(self, crisis: bool) -> None:

@@ -228,6 +228,19 @@ class DocumentPage(Page):
     items: list[DocumentOut]
 
 
+class FlaggedPassage(BaseModel):
+    chunk_id: int
+    external_id: str = Field(description="the document it belongs to")
+    title: str
+    position: int = Field(description="the passage's place in the document (0: the first)")
+    flag: str = Field(description="why it reads like an instruction to a model, with the words")
+    text: str = Field(description="the passage as stored (personal data already replaced)")
+
+
+class FlaggedPage(Page):
+    items: list[FlaggedPassage]
+
+
 class IngestOut(BaseModel):
     files: int
     added: int
@@ -237,6 +250,8 @@ class IngestOut(BaseModel):
     chunks_reused: int
     problems: list[str] = Field(description="one line per record or file not loaded (`file:line: reason`), the first 100")
     problems_total: int = Field(0, description="how many records or files were not loaded in all")
+    flagged: int = Field(0, description="passages stored with a flag because they read like instructions to a model "
+                         "(kept from students; `GET /v1/knowledge/flagged` lists them for reviewers)")
     knowledge_version: int
     job: int = Field(description="the background job that ingested the upload (`GET /v1/knowledge/jobs/{id}`)")
 
@@ -253,6 +268,7 @@ class IngestJob(BaseModel):
     chunks_embedded: int
     chunks_reused: int
     problems: list[str] = Field(description="the first 100 of them, one line each")
+    flagged: int = Field(0, description="passages flagged as instruction-like (`GET /v1/knowledge/flagged`)")
     started_at: datetime | None
     finished_at: datetime | None
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.errors import SessionNotFound
 from assistant.counselor.profile import Profile
-from assistant.safety.redaction import redact
+from ingest.redaction import redact
 from db.conversation import ChatSession, Message
 
 NAMESPACE = uuid.UUID("6f1c2a5e-3b7d-4c1e-9a55-2f0d8b9e7c41")  # session ids derived from (owner, a client's name)

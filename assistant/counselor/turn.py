@@ -48,7 +48,7 @@ from assistant.counselor.understanding import classify, refers_back
 from assistant.counselor.memory import Memory, fold_summary, load_memory, save_memory
 from assistant.counselor.profile import update_profile
 from assistant.counselor.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
-from assistant.safety.redaction import redact
+from ingest.redaction import redact
 from assistant.retrieval.hybrid import HybridRetriever, RetrievalResult
 from assistant.safety.crisis import CrisisAssessment, detect_crisis, warm as warm_screen
 from assistant.safety.scripts import concern_checkin, concern_lines, crisis_reply, help_lines_for

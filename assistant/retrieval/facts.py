@@ -87,6 +87,14 @@ class FactLookup:
         self.version: int | None = None
 
     def load(self, version: int | None = None) -> None:
+        self.use(self.build(), version)
+
+    def use(self, index: _NameIndex, version: int | None) -> None:
+        """Search `index` (from `build`, made beside the one in use) from now on."""
+        self._index, self.version = index, version
+
+    def build(self) -> _NameIndex:
+        """The occupation-name index of the DB as it is now."""
         by_alias: dict[str, list[tuple[int, str]]] = {}
         with self.factory() as s:
             for occ_id, key, kind in s.execute(select(OccupationAlias.occupation_id, OccupationAlias.compact, OccupationAlias.kind)):
@@ -108,8 +116,7 @@ class FactLookup:
             else:
                 if len(owners) > AMBIGUOUS:
                     del by_alias[key]
-        self._index = _NameIndex(by_alias, sorted({len(k) for k in by_alias}, reverse=True))
-        self.version = version
+        return _NameIndex(by_alias, sorted({len(k) for k in by_alias}, reverse=True))
 
     def mentions(self, text: str) -> list[Mention]:
         """Occupation names in `text`, left to right, longest match first, not overlapping."""

@@ -110,15 +110,16 @@ def _with_views(snap: Snapshot, ranking: list[int], cos: dict[int, float], view_
 class HybridRetriever:
     def __init__(self, factory: sessionmaker[Session], embedder: Embedder, store: FaissStore, *,
                  weights: FusionWeights | None = None, check_every: float = 2.0, lexicon: Lexicon | None = None,
-                 expansion: bool = True) -> None:
+                 expansion: bool = True, background: bool = False) -> None:
         if embedder.model_id != store.model_id:
             raise RetrievalError(
                 f"the embedder is {embedder.model_id} but the index holds {store.model_id} vectors — "
                 "run `ingest reindex` or set JINRO_EMBEDDER to the index's model"
             )
         self.embedder = CachedEmbedder(embedder)
-        self.corpus = Corpus(factory, store, check_every=check_every)
         self.facts = FactLookup(factory)
+        # background: new snapshots are built on their own thread while queries use the old one (the API)
+        self.corpus = Corpus(factory, store, check_every=check_every, background=background, prepare=self.facts.build)
         self.weights = weights or FusionWeights()
         # student vocabulary -> dictionary terms, added to these lists' queries (see docs/retrieval.md)
         self.lexicon = (lexicon if lexicon is not None else load_lexicon()) if expansion else None
@@ -138,14 +139,14 @@ class HybridRetriever:
 
     def _snapshot(self) -> Snapshot:
         snap = self.corpus.current()
-        if self.facts.version != snap.version:
-            self.facts.load(snap.version)
+        if self.facts.version != snap.version:  # the name index built with the snapshot
+            self.facts.use(snap.prepared, snap.version)
         return snap
 
     # -- the single lists -------------------------------------------------------------------------------
     def _dense(self, snap: Snapshot, query: str, depth: int) -> tuple[list[int], dict[int, float]]:
         vec = self.embedder.embed_query([query])
-        scores, ids = self.corpus.store.search(vec, depth * 2)
+        scores, ids = snap.store.search(vec, depth * 2)
         rows, cos = [], {}
         for s, cid in zip(scores[0], ids[0]):
             r = snap.row_of.get(int(cid))
@@ -234,7 +235,7 @@ class HybridRetriever:
     def _cosines(self, snap: Snapshot, query: str, rows: Sequence[int]) -> dict[int, float]:
         vec = self.embedder.embed_query([query])[0]
         ids = snap.chunk_ids[list(rows)]
-        return {r: float(v @ vec) for r, v in zip(rows, self.corpus.store.vectors(ids))}
+        return {r: float(v @ vec) for r, v in zip(rows, snap.store.vectors(ids))}
 
     def _fuse(self, snap: Snapshot, lists: dict[str, list[int]]) -> list[tuple[int, float]]:
         w = self.weights

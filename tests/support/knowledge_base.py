@@ -192,9 +192,10 @@ def module_kb(tmp_path_factory: Any, embedder: Embedder, name: str) -> KB:
 
 def make_runtime(kb: KB, embedder: Embedder, *, idle_minutes: int | None = 60 * 24 * 30,
                  review_sample_rate: float = 0.0) -> Runtime:
-    """The counselor on `kb` with the grounded generator (random review sampling off unless asked)."""
+    """The counselor on `kb` with the grounded generator (random review sampling off unless asked); its retriever
+    builds new snapshots in the background, as the API's does."""
     k = open_knowledge(kb.url, kb.index_dir, embedder.model_id, embedder=embedder)
-    retriever = HybridRetriever(k.factory, k.embedder, k.store())
+    retriever = HybridRetriever(k.factory, k.embedder, k.store(), background=True)
     config = CounselorConfig(review_sample_rate=review_sample_rate,
                              idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None)
     return Runtime(k, retriever, Counselor(k.factory, retriever, GroundedGenerator(), config))

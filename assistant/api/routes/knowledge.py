@@ -9,12 +9,13 @@ from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, U
 from fastapi.responses import JSONResponse
 
 from assistant.api import crud
-from assistant.api.deps import Admin, PageParams, State, next_offset
+from assistant.api.deps import Admin, PageParams, Reviewer, State, next_offset
 from assistant.api.problems import Problem
-from assistant.api.schemas import DocumentPage, IngestJob, IngestOut
+from assistant.api.schemas import DocumentPage, FlaggedPage, IngestJob, IngestOut
 from assistant.errors import DocumentNotFound, JobNotFound
 from ingest import background, service
 from ingest.indexing import knowledge_version
+from ingest.pipeline import upload_limits
 from ingest.readers import SUPPORTED_FORMATS, ReaderOptions
 from ingest.status import knowledge_status
 
@@ -47,7 +48,7 @@ def upload(state: State, caller: Admin, response: Response,
     run_id = background.enqueue(
         k, settings.data_dir / "uploads", [(f.filename, f.file.read()) for f in files], fmt=format, options=options,
         command=f"api upload by {caller.prefix}: {', '.join(f.filename or '?' for f in files)}",
-        chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+        chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap, limits=upload_limits(settings))
     worker = state.ingest_worker
     job = background.job_status(k, run_id)
     if worker is not None:
@@ -66,7 +67,8 @@ def upload(state: State, caller: Admin, response: Response,
     problems = job["problems"]
     out = {"files": len(files), "added": job["added"], "updated": job["updated"], "unchanged": job["unchanged"],
            "chunks_embedded": job["chunks_embedded"], "chunks_reused": job["chunks_reused"], "problems": problems,
-           "problems_total": max(job["errors"], len(problems)), "knowledge_version": knowledge_version(k.factory), "job": run_id}
+           "problems_total": max(job["errors"], len(problems)), "flagged": job["flagged"],
+           "knowledge_version": knowledge_version(k.factory), "job": run_id}
     if problems and not (job["added"] or job["updated"] or job["unchanged"]):
         raise Problem(422, "nothing-ingested", f"no document could be loaded: {problems[0]}"
                       + (f" (and {out['problems_total'] - 1} more problems)" if out["problems_total"] > 1 else ""),
@@ -106,6 +108,16 @@ def list_documents(state: State, _: Admin, page: PageParams,
                    q: Annotated[str | None, Query(max_length=200, description="part of the title")] = None) -> dict:
     """Documents of the knowledge DB, in id order."""
     total, items = crud.list_documents(state.factory, page.limit, page.offset, kind=kind, title_part=q)
+    return {"items": items, "total": total, "limit": page.limit, "offset": page.offset,
+            "next_offset": next_offset(page, total)}
+
+
+@router.get("/flagged", response_model=FlaggedPage)
+def list_flagged(state: State, _: Reviewer, page: PageParams) -> dict:
+    """Passages of uploaded documents flagged at ingest because they read like instructions to a model or ask for
+    credentials ("이전 지시를 무시하고 …", "system:", "비밀번호를 알려주세요"). Retrieval leaves them out, so students
+    never see them; remove the document (DELETE /v1/knowledge/documents/{id}) or upload a corrected one."""
+    total, items = crud.list_flagged(state.factory, page.limit, page.offset)
     return {"items": items, "total": total, "limit": page.limit, "offset": page.offset,
             "next_offset": next_offset(page, total)}
 

@@ -43,6 +43,29 @@ def test_eval_dialogue_json(kb: KB, tmp_path: Path) -> None:
     assert [x["name"] for x in report["failures"]] == ["wrong-on-purpose"]
 
 
+def test_eval_dialogue_per_type_and_a_blind_file_gives_aggregates_only(kb: KB, tmp_path: Path) -> None:
+    nurse = f"job:{code_of('간호사')}"
+    lines = [{"name": "cert", "turns": ["간호사가 되려면 자격증 필요해?"], "gold": [nurse], "answer_any": ["간호사"],
+              "type": "certificate"},
+             {"name": "wrong-on-purpose", "turns": ["간호사는 무슨 일 해?"], "gold": [nurse], "answer_any": ["없는 문자열"],
+              "type": "duties"}]
+    reports = {}
+    for name in ("x_dev.jsonl", "x_blind.jsonl"):
+        f = tmp_path / name
+        f.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
+        result = runner.invoke(app, ["eval", "dialogue", "--scenarios", str(f), "--json"], env=_env(kb))
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads(result.stdout)
+    dev, blind = reports["x_dev.jsonl"], reports["x_blind.jsonl"]
+    assert dev["per_type"] == blind["per_type"] == {"certificate": {"n": 1, "cited": 1.0, "answered": 1.0},
+                                                    "duties": {"n": 1, "cited": 1.0, "answered": 0.0}}
+    assert [f["name"] for f in dev["failures"]] == ["wrong-on-purpose"] and dev["answers"]
+    assert blind["failures"] == [] and blind["answers"] == [] and blind["errors_withheld"] is True
+    assert blind["answered"] == dev["answered"] == 0.5
+    table = runner.invoke(app, ["eval", "dialogue", "--scenarios", str(tmp_path / "x_blind.jsonl")], env=_env(kb))
+    assert "only aggregates" in table.output and "wrong-on-purpose" not in table.output
+
+
 def test_eval_dialogue_bad_file(kb: KB, tmp_path: Path) -> None:
     f = tmp_path / "bad.jsonl"
     f.write_text('{"turns": []}\n', encoding="utf-8")

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from assistant.errors import EmptyKnowledge, EvalDataError
 from assistant.retrieval.query import load_lexicon
 from assistant.retrieval.hybrid import MODES, HybridRetriever
+from assistant.evaluation.blind import WITHHELD, is_blind
 from assistant.evaluation.retrieval import Question, evaluate, load_questions
 from db.errors import JinroError
 from db.models import Document
@@ -273,6 +274,9 @@ def retrieval(
     except JinroError as exc:
         _fail(str(exc))
     report = result.report
+    if failures and is_blind(file):
+        console.print(WITHHELD, highlight=False)
+        failures = 0
     if as_json:
         if failures:
             for mode in mode_list:
@@ -280,6 +284,10 @@ def retrieval(
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
     out.print(_metrics_table(f"{file.name}: {len(questions)} questions, k={k}", report))
+    for mode, row in report.items():
+        for qtype, figures in row.get("per_type", {}).items():
+            out.print(f"{escape(mode)} · {escape(qtype)}: n={figures['n']} Recall@1 {figures['recall@1']:.3f} "
+                      f"Recall@5 {figures['recall@5']:.3f}", highlight=False)
     if failures:
         for mode in mode_list:
             _print_failures(mode, result.failures(questions, mode), failures)

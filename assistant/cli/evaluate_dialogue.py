@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from assistant.evaluation.blind import WITHHELD, is_blind
 from assistant.evaluation.dialogue import evaluate_dialogue, load_scenarios
 from assistant.runtime import Runtime
 from db.errors import JinroError
@@ -41,6 +42,8 @@ def dialogue(
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     report["generator"] = gen.name
+    if is_blind(scenarios):
+        report.update(failures=[], answers=[], errors_withheld=True)
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
@@ -51,5 +54,9 @@ def dialogue(
     for key in keys:
         table.add_row(key, str(report[key]))
     out.print(table)
+    for name, row in report.get("per_type", {}).items():
+        out.print(f"{escape(name)}: n={row['n']} cited {row['cited']} answered {row['answered']}", highlight=False)
+    if is_blind(scenarios):
+        out.print(WITHHELD)
     for f in report["failures"][:10]:
         out.print(f"[yellow]{escape(f['name'])}[/yellow]: {escape(' / '.join(f['turns']))} → {escape(f['answer'][:160])}")

@@ -26,6 +26,7 @@ class Scenario:
     turns: tuple[str, ...]
     gold: tuple[str, ...]
     answer_any: tuple[str, ...]
+    type: str | None = None  # the question type of the last turn, when the file gives one (per-type figures)
 
 
 def load_scenarios(path: Path) -> list[Scenario]:
@@ -45,7 +46,9 @@ def load_scenarios(path: Path) -> list[Scenario]:
         gold, expected = obj.get("gold", []), obj.get("answer_any", [])
         if not isinstance(gold, list) or not isinstance(expected, list) or not (gold or expected):
             raise EvalDataError(f"{path}:{n}: give \"gold\" (external ids) and/or \"answer_any\" (strings) as lists")
-        out.append(Scenario(str(obj.get("name", f"line{n}")), tuple(turns), tuple(map(str, gold)), tuple(map(str, expected))))
+        qtype = obj.get("type") if isinstance(obj.get("type"), str) else None
+        out.append(Scenario(str(obj.get("name", f"line{n}")), tuple(turns), tuple(map(str, gold)), tuple(map(str, expected)),
+                            qtype))
     if not out:
         raise EvalDataError(f"{path}: no scenarios in the file")
     return out
@@ -59,6 +62,7 @@ def evaluate_dialogue(counselor: Counselor, scenarios: list[Scenario], *,
     cited = answered = model_answered = replaced = 0
     failures, answers = [], []
     latencies: list[float] = []
+    by_type: dict[str, list[tuple[bool, bool]]] = {}
     for sc in scenarios:
         session = create_session(counselor.factory, "eval")
         try:
@@ -78,6 +82,8 @@ def evaluate_dialogue(counselor: Counselor, scenarios: list[Scenario], *,
         answered += ok_answer
         model_answered += ok_own
         replaced += result.fact_guard == "replaced"
+        if sc.type:
+            by_type.setdefault(sc.type, []).append((ok_cite, ok_answer))
         answers.append({"name": sc.name, "turns": list(sc.turns), "answer": result.answer, "fact_guard": result.fact_guard,
                         "model_answer": own, "cited_ok": ok_cite, "answered_ok": ok_answer, "model_answered_ok": ok_own})
         if not (ok_cite and ok_answer):
@@ -87,7 +93,9 @@ def evaluate_dialogue(counselor: Counselor, scenarios: list[Scenario], *,
         if on_progress:
             on_progress()
     n = len(scenarios)
-    return {"scenarios": n, "cited": round(cited / n, 4), "answered": round(answered / n, 4),
+    per_type = {t: {"n": len(v), "cited": round(sum(c for c, _ in v) / len(v), 4),
+                    "answered": round(sum(a for _, a in v) / len(v), 4)} for t, v in sorted(by_type.items())}
+    return {"scenarios": n, **({"per_type": per_type} if per_type else {}), "cited": round(cited / n, 4), "answered": round(answered / n, 4),
             "model_answered": round(model_answered / n, 4), "guard_replaced": round(replaced / n, 4),
             "turn_p50_ms": round(float(np.percentile(latencies, 50)), 2),
             "turn_p95_ms": round(float(np.percentile(latencies, 95)), 2), "failures": failures, "answers": answers}

@@ -26,6 +26,7 @@ from ingest.documents import SourceDocument, nfc
 class Question:
     q: str
     gold: tuple[str, ...]
+    type: str | None = None  # the question type, when the file gives one (per-type figures)
 
 
 def load_questions(path: Path) -> tuple[list[Question], list[SourceDocument]]:
@@ -55,7 +56,8 @@ def load_questions(path: Path) -> tuple[list[Question], list[SourceDocument]]:
         gold = obj.get("gold")
         if not isinstance(gold, list) or not gold or not all(isinstance(g, str) for g in gold):
             raise EvalDataError(f"{path}:{n}: \"gold\" must be a non-empty list of external_id strings")
-        questions.append(Question(nfc(obj["q"]), tuple(gold)))
+        qtype = obj.get("type")
+        questions.append(Question(nfc(obj["q"]), tuple(gold), qtype if isinstance(qtype, str) else None))
     if not questions:
         raise EvalDataError(f"{path}: no questions in the file")
     return questions, []
@@ -110,18 +112,25 @@ def evaluate(
     report: dict[str, dict[str, float]] = {}
     for mode in modes:
         totals: dict[str, float] = {}
+        by_type: dict[str, list[dict[str, float]]] = {}
         latencies = []
         for q in questions:
             t = time.perf_counter()
             ranked = search(q.q, mode)
             latencies.append((time.perf_counter() - t) * 1000)
-            for key, v in score_ranking(ranked, q.gold).items():
+            scores = score_ranking(ranked, q.gold)
+            for key, v in scores.items():
                 totals[key] = totals.get(key, 0.0) + v
+            if q.type:
+                by_type.setdefault(q.type, []).append(scores)
             if on_progress:
                 on_progress()
-        row = {key: round(v / len(questions), 4) for key, v in totals.items()}
+        row: dict = {key: round(v / len(questions), 4) for key, v in totals.items()}
         row["p50_ms"] = round(float(np.percentile(latencies, 50)), 2)
         row["p95_ms"] = round(float(np.percentile(latencies, 95)), 2)
+        if by_type:
+            row["per_type"] = {t: {"n": len(s), **{m: round(sum(x[m] for x in s) / len(s), 4)
+                                                   for m in ("recall@1", "recall@5")}} for t, s in sorted(by_type.items())}
         report[mode] = row
     return report
 

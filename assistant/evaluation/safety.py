@@ -17,12 +17,9 @@ import statistics
 import time
 from pathlib import Path
 
+from assistant.evaluation.blind import is_blind
 from assistant.safety.bank import BankItem, chatbot_questions, eval_career_questions, read_items
 from assistant.safety.crisis import CATEGORIES, detect_crisis
-
-
-def is_blind(path: str | Path) -> bool:
-    return "blind" in Path(path).name
 
 
 def load_examples(path: str | Path) -> list[BankItem]:

@@ -45,6 +45,8 @@ from assistant.counselor import review as reasons
 from assistant.counselor.citations import citations_for, passage_of
 from assistant.counselor.fact_block import fact_block
 from assistant.counselor.understanding import classify, refers_back
+
+DESCRIBES = ("explore", "certificate", "education", "duties", "related")  # intents whose turn may describe the occupation
 from assistant.counselor.memory import Memory, fold_summary, load_memory, save_memory
 from assistant.counselor.profile import update_profile
 from assistant.counselor.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
@@ -246,7 +248,10 @@ class Counselor:
         """What to answer from: the occupation in focus (for an open question with no occupation in play, the best
         match, which follow-ups then refer to), two more from facts memory, passages, recent turns; the prompt."""
         memory, result = turn.memory, turn.retrieval
-        if not turn.facts_now and turn.intent == "explore" and result.hits and result.confidence >= self.retriever.embedder.low_similarity:
+        # a turn that describes an occupation without naming it, whether it explores or asks a fact about it ("…하는
+        # 사람 되려면 무슨 자격증 따야 돼?"): the confident best match is the occupation in focus, and the answer names it
+        if not turn.facts_now and turn.intent in DESCRIBES and result.hits \
+                and result.confidence >= self.retriever.embedder.low_similarity:
             turn.facts_now = self.retriever.facts.facts_for_documents([result.hits[0].document_id])
             memory.remember(turn.facts_now, turn.turn_no)
         records = memory.fact_records()

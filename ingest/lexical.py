@@ -19,6 +19,7 @@ ANALYZER_VERSION = "kiwi-cong-v1"
 MAX_ANALYSED_CHARS = 20_000  # longer texts are analysed in part; a 100 KB query is cut, never a crash
 
 _lock = threading.Lock()
+kiwi_lock = _lock  # hold it around any direct use of shared_kiwi()
 
 
 @lru_cache(maxsize=1)

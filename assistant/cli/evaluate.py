@@ -248,6 +248,7 @@ def retrieval(
     k: Annotated[int, typer.Option("--k", min=1, help="Passages retrieved per question (metrics go to @10).")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object keyed by mode.")] = False,
     failures: Annotated[int, typer.Option("--failures", min=0, help="List up to N questions per mode with no gold in the top 5.")] = 0,
+    rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Re-rank the fused candidates with the shipped re-ranker of the embedder's model (hybrid modes).")] = True,
 ) -> None:
     """Recall@1/5/10, MRR@10, nDCG@10 and p50/p95 latency of each retrieval mode on a labelled file.
 
@@ -266,7 +267,8 @@ def retrieval(
         with _knowledge(settings, db, corpus, squad_docs) as know:
             _check_not_empty(know, corpus)
             _warn_missing_gold(know, questions)
-            retriever = HybridRetriever(know.factory, know.embedder, know.store(), lexicon=load_lexicon(settings.lexicon))
+            retriever = HybridRetriever(know.factory, know.embedder, know.store(), lexicon=load_lexicon(settings.lexicon),
+                                        rerank=rerank)
             with _progress() as progress:
                 task = progress.add_task("evaluating", total=len(questions) * len(mode_list))
                 result = evaluate_retriever(retriever, questions, mode_list, k=k,

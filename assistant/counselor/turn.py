@@ -47,6 +47,7 @@ from assistant.counselor.fact_block import fact_block
 from assistant.counselor.understanding import classify, refers_back
 
 DESCRIBES = ("explore", "certificate", "education", "duties", "related")  # intents whose turn may describe the occupation
+PASSING = ("explore", "certificate", "education", "duties")  # intents whose named occupation may be a side remark
 from assistant.counselor.memory import Memory, fold_summary, load_memory, save_memory
 from assistant.counselor.profile import update_profile
 from assistant.counselor.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
@@ -250,7 +251,11 @@ class Counselor:
         memory, result = turn.memory, turn.retrieval
         # a turn that describes an occupation without naming it, whether it explores or asks a fact about it ("…하는
         # 사람 되려면 무슨 자격증 따야 돼?"): the confident best match is the occupation in focus, and the answer names it
-        if not turn.facts_now and turn.intent in DESCRIBES and result.hits \
+        # the same when the occupations it names were said in passing ("의사 선생님 도와서 … 주사 놓는 일"): the
+        # re-ranker (which weighs a name in the question) still put a described occupation first
+        in_passing = bool(turn.named) and self.retriever.reranker is not None and turn.intent in PASSING \
+            and bool(result.hits) and not result.hits[0].from_facts
+        if (not turn.facts_now or in_passing) and turn.intent in DESCRIBES and result.hits \
                 and result.confidence >= self.retriever.embedder.low_similarity:
             turn.facts_now = self.retriever.facts.facts_for_documents([result.hits[0].document_id])
             memory.remember(turn.facts_now, turn.turn_no)

@@ -118,6 +118,7 @@ class Snapshot:
     doc_morph: LexicalIndex | None = None
     doc_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # first chunk row of each doc
     doc_first_row: dict[int, int] = field(default_factory=dict)  # document id -> row of its first chunk
+    doc_chunks: dict[int, int] = field(default_factory=dict)  # document id -> its number of chunks
     # document views embedded by the index's model (Document.view_*): row i is document view_doc_ids[i]
     view_doc_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     views: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
@@ -182,6 +183,7 @@ def load_snapshot(factory: sessionmaker[Session], version: int, *, bigrams: bool
                                         k1=1.2, b=0.3),
         doc_rows=np.fromiter(doc_first.values(), dtype=np.int64, count=len(doc_first)),
         doc_first_row=doc_first,
+        doc_chunks={d: len(parts) for d, parts in doc_rows.items()},
         view_doc_ids=np.fromiter((r.id for r in view_rows), dtype=np.int64, count=len(view_rows)),
         views=np.vstack([np.frombuffer(r.view_embedding, dtype=np.float32) for r in view_rows]) if view_rows
         else np.zeros((0, 0), np.float32),

@@ -18,12 +18,14 @@ from assistant.retrieval.corpus import Corpus, Snapshot
 from assistant.errors import RetrievalError
 from assistant.retrieval.facts import FactLookup, OccupationFacts
 from assistant.retrieval.query import ExpandedQuery, Lexicon, expand, load_lexicon
+from assistant.retrieval.rerank import Candidates, Prior, Reranker, document_priors
 from db.vectorstore import FaissStore
 from ingest.embedding import CachedEmbedder, Embedder
 from ingest.lexical import char_bigrams, morphemes
 
 MODES = ("dense", "bm25", "bigram", "hybrid", "hybrid+facts")
-MAX_QUERY_CHARS = 2000  # a longer query is cut to its first 2,000 characters
+MAX_QUERY_CHARS = 2000
+CANDIDATES = 20  # fused candidates a re-ranker is trained on (it re-ranks its own `depth` of them)  # a longer query is cut to its first 2,000 characters
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,12 @@ def _doc_ranking(snap: Snapshot, rows: np.ndarray) -> list[int]:
 
 
 def _with_views(snap: Snapshot, ranking: list[int], cos: dict[int, float], view_scores: np.ndarray,
-                depth: int) -> list[int]:
+                depth: int) -> tuple[list[int], dict[int, float]]:
     """The dense document ranking with document views: a document scores its best chunk's cosine plus its view's
     (one without a view counts its best chunk twice); a document that only its view brings among the best counts
     the weakest candidate chunk's cosine. On dev (e5-small) this lifted dense R@5 0.723 -> 0.779 and hybrid R@5
-    0.897 -> 0.933 (docs/retrieval.md). Returns each document's chunk row (its best candidate, else its first)."""
+    0.897 -> 0.933 (docs/retrieval.md). Returns each document's chunk row (its best candidate, else its first)
+    and the document scores."""
     floor = min(cos.values()) if cos else 0.0
     score: dict[int, float] = {}
     row_of_doc: dict[int, int] = {}
@@ -104,23 +107,52 @@ def _with_views(snap: Snapshot, ranking: list[int], cos: dict[int, float], view_
         if d not in score and d in snap.doc_first_row:
             score[d] = floor + float(view_scores[i])
             row_of_doc[d] = snap.doc_first_row[d]
-    return [row_of_doc[d] for d in sorted(score, key=score.__getitem__, reverse=True)[:depth]]
+    best = sorted(score, key=score.__getitem__, reverse=True)[:depth]
+    return [row_of_doc[d] for d in best], {d: score[d] for d in best}
+
+
+@dataclass
+class _Lists:
+    """What the single lists found for one query: rows in rank order, document scores, dense cosines."""
+
+    rows: dict[str, list[int]] = field(default_factory=dict)
+    doc_scores: dict[str, dict[int, float]] = field(default_factory=dict)
+    cos: dict[int, float] = field(default_factory=dict)  # chunk row -> cosine
+    view_scores: np.ndarray | None = None  # aligned with Snapshot.view_doc_ids
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Built with each snapshot: the occupation-name index and the documents' priors for the re-ranker."""
+
+    names: object
+    priors: dict[int, Prior]
 
 
 class HybridRetriever:
+    """`reranker`: the learned re-ranker of the fused candidates (`assistant/retrieval/rerank.py`); by default the
+    one shipped for the embedder's model, if any. `rerank=False` keeps the fused order (the peer in benchmarks)."""
+
     def __init__(self, factory: sessionmaker[Session], embedder: Embedder, store: FaissStore, *,
                  weights: FusionWeights | None = None, check_every: float = 2.0, lexicon: Lexicon | None = None,
-                 expansion: bool = True, background: bool = False) -> None:
+                 expansion: bool = True, background: bool = False, rerank: bool = True,
+                 reranker: Reranker | None = None) -> None:
         if embedder.model_id != store.model_id:
             raise RetrievalError(
                 f"the embedder is {embedder.model_id} but the index holds {store.model_id} vectors — "
                 "run `ingest reindex` or set JINRO_EMBEDDER to the index's model"
             )
+        if reranker is not None and reranker.model_id != embedder.model_id:
+            raise RetrievalError(f"the re-ranker was trained for {reranker.model_id}, the embedder is "
+                                 f"{embedder.model_id} — retrain it with `python -m assistant.retrieval.train_reranker`")
+        self.factory = factory
         self.embedder = CachedEmbedder(embedder)
         self.facts = FactLookup(factory)
         # background: new snapshots are built on their own thread while queries use the old one (the API)
-        self.corpus = Corpus(factory, store, check_every=check_every, background=background, prepare=self.facts.build)
+        self.corpus = Corpus(factory, store, check_every=check_every, background=background, prepare=self._prepare)
         self.weights = weights or FusionWeights()
+        self.reranker = (reranker or Reranker.for_model(embedder.model_id)) if rerank else None
+        self._priors: dict[int, Prior] = {}
         # student vocabulary -> dictionary terms, added to these lists' queries (see docs/retrieval.md)
         self.lexicon = (lexicon if lexicon is not None else load_lexicon()) if expansion else None
         self.expand_lists: tuple[str, ...] = ("dense", "bm25", "bigram")  # the lists whose query is expanded
@@ -137,44 +169,57 @@ class HybridRetriever:
         self._snapshot()
         return self.facts.lookup(text)
 
+    def _prepare(self) -> _Prepared:
+        return _Prepared(self.facts.build(), document_priors(self.factory))
+
     def _snapshot(self) -> Snapshot:
         snap = self.corpus.current()
         if self.facts.version != snap.version:  # the name index built with the snapshot
-            self.facts.use(snap.prepared, snap.version)
+            self.facts.use(snap.prepared.names, snap.version)
+            self._priors = snap.prepared.priors
         return snap
 
     # -- the single lists -------------------------------------------------------------------------------
-    def _dense(self, snap: Snapshot, query: str, depth: int) -> tuple[list[int], dict[int, float]]:
+    def _dense(self, snap: Snapshot, query: str, depth: int, found: _Lists) -> None:
         vec = self.embedder.embed_query([query])
         scores, ids = snap.store.search(vec, depth * 2)
-        rows, cos = [], {}
+        rows = []
         for s, cid in zip(scores[0], ids[0]):
             r = snap.row_of.get(int(cid))
             if r is not None:
                 rows.append(r)
-                cos[r] = float(s)
+                found.cos[r] = float(s)
         ranking = _doc_ranking(snap, np.asarray(rows, dtype=np.int64))
         if not len(snap.views) or snap.views.shape[1] != vec.shape[1]:
-            return ranking[:depth], cos
-        return _with_views(snap, ranking, cos, snap.views @ vec[0], depth), cos
+            found.rows["dense"] = ranking[:depth]
+            found.doc_scores["dense"] = {int(snap.doc_ids[r]): 2 * found.cos[r] for r in ranking[:depth]}
+            return
+        found.view_scores = snap.views @ vec[0]
+        found.rows["dense"], found.doc_scores["dense"] = _with_views(snap, ranking, found.cos, found.view_scores, depth)
 
-    def _lexical(self, snap: Snapshot, query: str, depth: int, kind: str) -> list[int]:
+    def _lexical(self, snap: Snapshot, query: str, depth: int, kind: str, found: _Lists) -> None:
         """BM25 list of documents, each as its best chunk row. `bm25` ranks whole documents (all chunk terms as
         one text, so terms spread over several chunks add up) and takes the passage from the chunk-level index;
         `bigram` ranks chunks and keeps each document's best chunk."""
         if kind == "bm25" and snap.doc_morph is not None and snap.doc_morph.size:
             tokens = morphemes(query)
-            docs, _ = snap.doc_morph.top(tokens, depth)
+            docs, doc_scores = snap.doc_morph.top(tokens, depth)
             chunk_rows, _ = snap.morph.top(tokens, depth * 2)
             best = {int(snap.doc_ids[r]): int(r) for r in _doc_ranking(snap, chunk_rows)}
             firsts = snap.doc_rows[docs]
-            return [best.get(int(snap.doc_ids[f]), int(f)) for f in firsts]
+            found.rows[kind] = [best.get(int(snap.doc_ids[f]), int(f)) for f in firsts]
+            found.doc_scores[kind] = {int(snap.doc_ids[f]): float(v) for f, v in zip(firsts, doc_scores)}
+            return
         index = snap.morph if kind == "bm25" else snap.bigram
         if index is None:
-            return []
+            found.rows[kind] = []
+            return
         tokens = morphemes(query) if kind == "bm25" else char_bigrams(query)
-        rows, _ = index.top(tokens, depth * 2)
-        return _doc_ranking(snap, rows)[:depth]
+        rows, scores = index.top(tokens, depth * 2)
+        ranking = _doc_ranking(snap, rows)[:depth]
+        score_of = dict(zip(rows.tolist(), scores.tolist()))
+        found.rows[kind] = ranking
+        found.doc_scores[kind] = {int(snap.doc_ids[r]): score_of[r] for r in ranking}
 
     # -- the public call ----------------------------------------------------------------------------------
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid+facts", context: str = "") -> RetrievalResult:
@@ -195,6 +240,42 @@ class HybridRetriever:
             return RetrievalResult(query, mode, [], [], 0.0, timings, note="the knowledge DB is empty")
         if not _has_words(query):
             return RetrievalResult(query, mode, [], [], 0.0, timings, note="the query has no words")
+        expanded, found = self._lists(snap, query, mode, timings)
+        t = time.perf_counter()
+        lists = found.rows
+        facts: list[OccupationFacts] = []
+        named: list[OccupationFacts] = []  # occupations the query itself names
+        if mode == "hybrid+facts":
+            t_facts = time.perf_counter()
+            named = self.facts.lookup(query)
+            facts = named or (self.facts.lookup(context) if context else [])
+            timings["facts"] = (time.perf_counter() - t_facts) * 1000
+        if mode.startswith("hybrid"):
+            ranked = self._fuse(snap, lists)
+            if self.reranker is not None:
+                t_rerank = time.perf_counter()
+                ranked = self._rerank(snap, query, ranked, found, named)
+                timings["rerank"] = (time.perf_counter() - t_rerank) * 1000
+        else:
+            ranked = [(r, 1.0 / (1 + i)) for i, r in enumerate(lists[mode])]
+        ranks = {name: {r: i + 1 for i, r in enumerate(rows)} for name, rows in lists.items()}
+        named_ids = {f.external_id for f in named} if self.reranker is not None else set()
+        hits = [self._hit(snap, r, s, {n: rk[r] for n, rk in ranks.items() if r in rk}, snap.external_ids[r] in named_ids)
+                for r, s in ranked]
+        timings["fusion"] = (time.perf_counter() - t) * 1000
+        if facts and not named_ids:
+            # without a re-ranker, or for occupations named earlier in the conversation: their documents lead
+            hits = self._facts_first(snap, facts, hits)
+        hits = hits[:k]
+        cos = found.cos
+        if not cos and mode != "dense" and hits:  # confidence always comes from the dense scores
+            cos = self._cosines(snap, query, [snap.row_of[h.chunk_id] for h in hits])
+        confidence = max((cos.get(snap.row_of[h.chunk_id], 0.0) for h in hits), default=0.0)
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        return RetrievalResult(query, mode, hits, facts, confidence, timings, expansion=expanded.added_terms)
+
+    def _lists(self, snap: Snapshot, query: str, mode: str, timings: dict[str, float]) -> tuple[ExpandedQuery, _Lists]:
+        """Run the single lists `mode` needs, their queries expanded with the lexicon."""
         w = self.weights
         t = time.perf_counter()
         expanded = expand(query, self.lexicon) if self.lexicon is not None else ExpandedQuery(query)
@@ -203,34 +284,66 @@ class HybridRetriever:
         # R@5, docs/retrieval.md); with USE it only helped in `dense` mode, which therefore always expands
         expand_in = self.expand_lists + (("dense",) if mode == "dense" else ())
         text_for = {name: expanded.text if name in expand_in else query for name in ("dense", "bm25", "bigram")}
-        lists: dict[str, list[int]] = {}
-        cos: dict[int, float] = {}
+        found = _Lists()
         if mode in ("dense", "hybrid", "hybrid+facts"):
             t = time.perf_counter()
-            lists["dense"], cos = self._dense(snap, text_for["dense"], w.depth)
+            self._dense(snap, text_for["dense"], w.depth, found)
             timings["dense"] = (time.perf_counter() - t) * 1000
         for kind in ("bm25", "bigram"):
             if mode == kind or (mode.startswith("hybrid") and getattr(w, kind) > 0):
                 t = time.perf_counter()
-                lists[kind] = self._lexical(snap, text_for[kind], w.depth, kind)
+                self._lexical(snap, text_for[kind], w.depth, kind, found)
                 timings[kind] = (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
-        ranked = self._fuse(snap, lists) if mode.startswith("hybrid") else [(r, 1.0 / (1 + i)) for i, r in enumerate(lists[mode])]
-        ranks = {name: {r: i + 1 for i, r in enumerate(rows)} for name, rows in lists.items()}
-        hits = [self._hit(snap, r, s, {n: rk[r] for n, rk in ranks.items() if r in rk}) for r, s in ranked]
-        timings["fusion"] = (time.perf_counter() - t) * 1000
-        facts: list[OccupationFacts] = []
-        if mode == "hybrid+facts":
-            t = time.perf_counter()
-            facts = self.facts.lookup(query) or (self.facts.lookup(context) if context else [])
-            hits = self._facts_first(snap, facts, hits)
-            timings["facts"] = (time.perf_counter() - t) * 1000
-        hits = hits[:k]
-        if not cos and mode != "dense" and hits:  # confidence always comes from the dense scores
-            cos = self._cosines(snap, query, [snap.row_of[h.chunk_id] for h in hits])
-        confidence = max((cos.get(snap.row_of[h.chunk_id], 0.0) for h in hits), default=0.0)
-        timings["total"] = (time.perf_counter() - t0) * 1000
-        return RetrievalResult(query, mode, hits, facts, confidence, timings, expansion=expanded.added_terms)
+        return expanded, found
+
+    def fused_candidates(self, query: str) -> Candidates:
+        """The fused top candidates of `query` before re-ranking (what `python -m
+        assistant.retrieval.train_reranker` learns from), with their features' inputs."""
+        snap = self._snapshot()
+        if snap.empty or not _has_words(query):
+            return Candidates(query, [], [], [], [])
+        _, found = self._lists(snap, query[:MAX_QUERY_CHARS], "hybrid", {})
+        return self.candidates(snap, query, self._fuse(snap, found.rows)[:CANDIDATES], found)
+
+    @property
+    def priors(self) -> dict[int, Prior]:
+        self._snapshot()
+        return self._priors
+
+    @staticmethod
+    def candidates(snap: Snapshot, query: str, top: list[tuple[int, float]], found: _Lists) -> Candidates:
+        """The (row, fused score) pairs `top` as the re-ranker sees them."""
+        docs = [int(snap.doc_ids[r]) for r, _ in top]
+        view: dict[int, float] = {}
+        if found.view_scores is not None and len(snap.view_doc_ids):
+            at = np.searchsorted(snap.view_doc_ids, np.asarray(docs, dtype=np.int64))
+            view = {d: float(found.view_scores[i]) for d, i in zip(docs, at)
+                    if i < len(snap.view_doc_ids) and snap.view_doc_ids[i] == d}
+        doc_ranks = {name: {int(snap.doc_ids[r]): i + 1 for i, r in enumerate(rows)} for name, rows in found.rows.items()}
+        return Candidates(query, docs, [s for _, s in top], [snap.titles[r] for r, _ in top],
+                          [int(snap.doc_chunks.get(d, 1)) for d in docs], doc_ranks, found.doc_scores, view)
+
+    def _rerank(self, snap: Snapshot, query: str, ranked: list[tuple[int, float]], found: _Lists,
+                named: Sequence[OccupationFacts] = ()) -> list[tuple[int, float]]:
+        """The re-ranker's order of the fused top `depth`. Occupations the query names join the candidates (a name
+        said in passing, "의사 선생님 도와서 …", must not lead a description of another occupation): the
+        re-ranker's first, then the named ones, then the rest in order."""
+        assert self.reranker is not None
+        depth = self.reranker.depth
+        named_rows = [snap.first_row[f.external_id] for f in named if f.external_id in snap.first_row]
+        named_docs = {int(snap.doc_ids[r]) for r in named_rows}
+        top = ranked[:depth]
+        in_top = {int(snap.doc_ids[r]) for r, _ in top}
+        extra = [(r, 0.0) for r in dict.fromkeys(named_rows) if int(snap.doc_ids[r]) not in in_top]
+        pool = top + extra
+        rest = [(r, v) for r, v in ranked[depth:] if int(snap.doc_ids[r]) not in named_docs]
+        c = self.candidates(snap, query, pool, found)
+        order = [pool[i] for i in self.reranker.order(c, self._priors)]
+        if named_docs:
+            lead = order[:1]
+            order = lead + [x for x in order[1:] if int(snap.doc_ids[x[0]]) in named_docs] + \
+                [x for x in order[1:] if int(snap.doc_ids[x[0]]) not in named_docs]
+        return order + rest
 
     def _cosines(self, snap: Snapshot, query: str, rows: Sequence[int]) -> dict[int, float]:
         vec = self.embedder.embed_query([query])[0]

@@ -24,6 +24,10 @@ class SafetyModelError(AssistantError):
     """The shipped crisis classifier is missing, unreadable or out of date; the message says how to rebuild it."""
 
 
+class QuestionTypeModelError(AssistantError):
+    """The shipped question-type classifier is missing or unreadable; the message says how to rebuild it."""
+
+
 class PromptError(AssistantError):
     """The prompt cannot be rendered as asked (e.g. a malformed turn sequence)."""
 

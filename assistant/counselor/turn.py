@@ -44,10 +44,11 @@ from assistant.generation.grounded import GroundedGenerator
 from assistant.counselor import review as reasons
 from assistant.counselor.citations import citations_for, passage_of
 from assistant.counselor.fact_block import fact_block
-from assistant.counselor.understanding import classify, refers_back
+from assistant.counselor.question_types import classify
+from assistant.counselor.understanding import refers_back
 
-DESCRIBES = ("explore", "certificate", "education", "duties", "related")  # intents whose turn may describe the occupation
-PASSING = ("explore", "certificate", "education", "duties")  # intents whose named occupation may be a side remark
+DESCRIBES = ("explore", "certificate", "education", "duties", "related", "how_to_become")  # may describe the occupation
+PASSING = ("explore", "certificate", "education", "duties", "how_to_become")  # intents whose named occupation may be a side remark
 from assistant.counselor.memory import Memory, fold_summary, load_memory, save_memory
 from assistant.counselor.profile import update_profile
 from assistant.counselor.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
@@ -232,7 +233,7 @@ class Counselor:
         turn.named = self.retriever.lookup_facts(turn.text)
         turn.facts_now = list(turn.named)
         if not turn.named and memory.focus is not None and (refers_back(turn.text)
-                                                            or turn.intent not in ("explore", "greeting")):
+                                                            or turn.intent not in ("explore", "greeting", "other")):
             turn.facts_now = [memory.fact_records()[-1]]
         turn.query = self._query(turn.text, memory, turn.facts_now)
 

@@ -1,5 +1,7 @@
-"""Understanding a student's turn: what it asks about (`classify`) and whether it refers back to the occupation
-already in focus (`refers_back`: "그 직업은 자격증 필요해?")."""
+"""The rules of turn understanding: patterns of what a turn asks about (`rule_matches`, features of the learned
+question-type classifier in `question_types.py`; `rule_intent`, the rules' own decision, kept as the peer it is
+measured against) and whether a turn refers back to the occupation already in focus (`refers_back`: "그 직업은
+자격증 필요해?")."""
 
 from __future__ import annotations
 
@@ -17,7 +19,17 @@ GREETING = re.compile(r"^\s*(안녕|반가|고마워|감사|ㅎㅇ|하이|hello\
 BACK_REFERENCE = re.compile(r"그\s*직업|그거|그것|그\s*일|거기|그\s*분야|그\s*쪽|그럼|그러면|그건")
 
 
-def classify(question: str) -> str:
+def rule_matches(question: str) -> list[str]:
+    """The names of every pattern the turn matches (intents, "greeting", "back")."""
+    found = [name for name, pattern in INTENTS if pattern.search(question)]
+    if GREETING.search(question):
+        found.append("greeting")
+    if BACK_REFERENCE.search(question):
+        found.append("back")
+    return found
+
+
+def rule_intent(question: str) -> str:
     """The first intent whose pattern the turn matches, else "greeting" for a short greeting, else "explore"."""
     for name, pattern in INTENTS:
         if pattern.search(question):

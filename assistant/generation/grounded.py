@@ -10,7 +10,7 @@ from typing import Iterator
 
 from assistant.counselor.fact_block import block_fields
 from assistant.counselor.prompt import FactBlock, Passage, PromptParts
-from assistant.counselor.understanding import classify
+from assistant.counselor.question_types import ANSWERABLE, question_types
 from assistant.generation.base import GenerationRequest
 from ingest.korean import first_sentence, josa
 from ingest.occupation_text import SOURCE_NAME, passage_lead
@@ -34,6 +34,8 @@ def _opening(intent: str, parts: PromptParts) -> str:
         return "관심 있는 걸 이야기해 줘서 고마워요."
     if intent == "salary":
         return "현실적인 부분도 궁금하죠."
+    if intent == "other":
+        return "저는 진로와 직업 이야기를 돕는 상담 도우미라서, 그 이야기는 제가 잘 도와드리기 어려워요."
     return "좋은 질문이에요."
 
 
@@ -53,6 +55,9 @@ def _about(block: FactBlock, intent: str) -> list[str]:
                        "채용 공고에서 우대하는 자격이 있는지 확인해 보면 좋아요.")
         else:
             out.append(f"{src}에 따르면 {_josa(name, '과', '와')} 관련된 자격증은 {_josa(f.certificates_text, '이에요', '예요')}.")
+    elif intent == "how_to_become":  # the path: education, then certificates, then how long it takes to learn
+        out.extend(_about(block, "education"))
+        out.extend(_about(block, "certificate")[:1])
     elif intent == "education":
         if f.education is not None:
             detail = f.education_detail if f.education_detail is not None else f.education
@@ -104,13 +109,13 @@ def _listed_source(source_id: str, title: str, as_of: str | None) -> str:
 
 
 def _closing(intent: str, block: FactBlock | None, parts: PromptParts) -> str:
-    if intent == "greeting":
+    if intent in ("greeting", "other"):
         return "요즘 어떤 일에 관심이 있는지, 또는 진로에 대해 어떤 고민이 있는지 편하게 이야기해 주세요."
     if block is None:
         return "이 중에 더 알고 싶은 직업이 있나요? 하는 일, 필요한 학력이나 자격증을 자세히 알려드릴게요."
     if intent == "certificate":
         return f"{block.title}의 하는 일이나 필요한 학력도 궁금한가요?"
-    if intent == "education":
+    if intent in ("education", "how_to_become"):
         return "지금 다니는 학교에서 준비할 수 있는 것들도 같이 생각해 볼까요?"
     if intent == "related":
         return "이 중에 더 알아보고 싶은 직업이 있으면 말해 주세요."
@@ -118,15 +123,22 @@ def _closing(intent: str, block: FactBlock | None, parts: PromptParts) -> str:
 
 
 def compose(parts: PromptParts) -> str:
-    intent = classify(parts.question)
+    """The answer: each type the question asks (up to three) about the occupation in focus, or a list of matching
+    occupations when there is none (or the turn explores without naming it)."""
+    types = question_types(parts.question)
+    intent = "greeting" if types[0] == "chitchat" else types[0]
     focus = parts.facts[-1] if parts.facts else None
     lines = [_opening(intent, parts)]
-    if (intent == "explore" and (focus is None or not _named(focus, parts.question))) or (
+    if intent == "other":
+        focus = None
+    elif (intent == "explore" and (focus is None or not _named(focus, parts.question))) or (
             focus is None and intent not in ("greeting", "salary")):
         lines.extend(_explore(focus, parts.passages))
         focus = None
     elif focus is not None and intent != "greeting":
-        lines.extend(_about(focus, intent))
+        asked = [t for t in types if t in ANSWERABLE][:3] or [intent]
+        for t in asked:
+            lines.extend(line for line in _about(focus, t) if line not in lines)
     elif intent == "salary":
         lines.append(f"연봉이나 전망은 제가 가진 {SOURCE_NAME} 자료에 없어요. 워크넷(고용24)이나 커리어넷에서 확인해 보세요.")
     lines.append(_closing(intent, focus if intent != "greeting" else None, parts))

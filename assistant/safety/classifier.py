@@ -21,10 +21,7 @@ millisecond.
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
-import unicodedata
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,52 +29,19 @@ import numpy as np
 
 from assistant.errors import SafetyModelError
 from assistant.safety.rules import match_rules
-from ingest.documents import INVISIBLE
+from assistant.text_features import N_FEATURES, compact, ngram_features, normalise
 
 LABELS = ("none", "concern", "suicide", "self_harm", "abuse", "violence", "runaway")
 CRISIS_LABELS = LABELS[2:]
-N_FEATURES = 1 << 18
 RULE_WEIGHT = 4.0  # a rule signal's value beside the n-grams' 1.0
 WINDOW, STRIDE = 160, 80  # compact characters per scored window of a long message, and the step between windows
 MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "safety" / "crisis_model.npz"
 
-_RUNS = re.compile(r"(.)\1{2,}")
-_WORDS = re.compile(r"\w+")
-
-
-def normalise(text: str) -> str:
-    """NFKC, lower case, no invisible characters, runs of one character cut to two."""
-    return _RUNS.sub(r"\1\1", INVISIBLE.sub("", unicodedata.normalize("NFKC", text).lower()))
-
-
-def compact(norm: str) -> str:
-    """Letters and digits only: spacing and punctuation dropped."""
-    return "".join(ch for ch in norm if ch.isalnum())
-
-
-def _hash(feature: str) -> int:
-    return zlib.crc32(feature.encode("utf-8")) & (N_FEATURES - 1)
-
 
 def features(text: str, signals: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct buckets of one message and their values, L2-normalised (see the module docstring). `signals`:
-    the rule layer's signals for this very text when the caller has them already (else they are computed)."""
-    norm = normalise(text)
-    flat = compact(norm)
-    grams: set[str] = set()
-    padded = f"^{flat}$"
-    for n in (1, 2, 3):
-        grams.update("c" + padded[i:i + n] for i in range(len(padded) - n + 1))
-    jamo = unicodedata.normalize("NFD", flat)
-    for n in (3, 4, 5):
-        grams.update("j" + jamo[i:i + n] for i in range(len(jamo) - n + 1))
-    grams.update("w" + w for w in _WORDS.findall(norm))
-    buckets = {_hash(g): 1.0 for g in grams}
-    for signal in match_rules(text).signals if signals is None else signals:
-        buckets[_hash("r" + signal)] = RULE_WEIGHT
-    idx = np.fromiter(buckets.keys(), dtype=np.int64, count=len(buckets))
-    val = np.fromiter(buckets.values(), dtype=np.float32, count=len(buckets))
-    return idx, val / np.sqrt(float((val * val).sum()) or 1.0)
+    """The distinct buckets of one message and their values, L2-normalised (`assistant.text_features`), with the rule
+    layer's signals valued RULE_WEIGHT. `signals`: those of this very text when the caller has them already."""
+    return ngram_features(text, match_rules(text).signals if signals is None else signals, RULE_WEIGHT)
 
 
 def windows(text: str) -> list[str]:

@@ -29,6 +29,7 @@ from assistant.safety.classifier import (
     CRISIS_LABELS, LABELS, MODEL_PATH, N_FEATURES, CrisisModel, Thresholds, features, file_sha256,
 )
 from assistant.safety.rules import match_rules
+from assistant.text_features import matrix as text_matrix
 
 C = 32.0  # inverse L2 strength, chosen on dev folds (8-64 tried)
 RECALL_TARGET, RECALL_TARGET_CAREFUL, FP_BUDGET, CAREFUL_FP_BUDGET = 0.98, 0.99, 0.003, 0.05  # FP: 0.5% target less a margin
@@ -54,12 +55,7 @@ def training_set() -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 def matrix(texts: list[str]) -> csr_matrix:
-    rows, cols, vals = [], [], []
-    for i, text in enumerate(texts):
-        idx, val = features(text)
-        rows.append(np.full(len(idx), i)), cols.append(idx), vals.append(val)
-    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-    return csr_matrix((v, (r, c)), shape=(len(texts), N_FEATURES), dtype=np.float32)
+    return text_matrix(texts, features)
 
 
 def fit(x: csr_matrix, y: np.ndarray):

@@ -41,6 +41,7 @@ class ChatSession(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     summary_upto: Mapped[int] = mapped_column(Integer, default=0)  # messages with seq <= this are summarised
     facts: Mapped[list] = mapped_column(default=list)  # occupations in play, most recent last
+    shown: Mapped[list] = mapped_column(default=list)  # occupations the last answer listed, in its order
     version: Mapped[int] = mapped_column(Integer, default=0)  # optimistic lock for concurrent turns
 
 

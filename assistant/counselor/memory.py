@@ -5,7 +5,9 @@
   oldest lines are dropped, so it never grows without bound;
 - the student profile (assistant.counselor.profile), each value with the turn it came from;
 - facts memory: occupations whose facts were fetched during the session, most recent last; the last one is
-  the occupation "in focus", which is what "그 직업" refers to.
+  the occupation "in focus", which is what "그 직업" refers to;
+- the occupations the last answer listed (`shown`: {"occupation_id", "name", "turn"}, in the answer's order),
+  which "그 직업" or "두 번째 거" in the next turn may mean instead (assistant/counselor/references.py).
 Everything written here is already redacted of personal data.
 """
 
@@ -38,6 +40,7 @@ class Memory:
     turns: int
     careful: bool
     history: list[Turn] = field(default_factory=list)  # unsummarised messages, oldest first
+    shown: list[dict[str, Any]] = field(default_factory=list)  # occupations the last answer listed
     history_seqs: list[int] = field(default_factory=list)
 
     @property
@@ -92,6 +95,7 @@ def load_memory(s: Session, session: ChatSession) -> Memory:
         careful=session.careful,
         history=[Turn(r.role, r.text) for r in rows],
         history_seqs=[r.seq for r in rows],
+        shown=list(session.shown or []),
     )
 
 
@@ -124,5 +128,6 @@ def save_memory(session: ChatSession, memory: Memory) -> None:
     session.summary = memory.summary
     session.summary_upto = memory.summary_upto
     session.facts = memory.facts
+    session.shown = memory.shown
     session.turns = memory.turns
     session.careful = memory.careful

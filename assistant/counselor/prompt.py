@@ -104,6 +104,7 @@ class PromptParts:
     passages: tuple[Passage, ...] = ()  # rendered in the given order
     history: tuple[Turn, ...] = ()  # oldest first
     question: str = ""
+    ask_which: bool = False  # the question may mean any of the fact blocks: answer it for each, then ask which
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,9 @@ def _source(source_id: str, title: str, as_of: str | None, body: str) -> str:
     return f"<자료 {attrs}>\n{body}\n</자료>"
 
 
+ASK_WHICH = " (학생의 질문이 아래 직업 중 어느 것을 말하는지 분명하지 않아요: 각각에 대해 짧게 답한 뒤 어느 직업인지 물어보세요)"
+
+
 def _header(parts: PromptParts) -> str:
     blocks: list[str] = []
     profile = [f"- {_one_line(line)}" for line in parts.profile_lines if _one_line(line)]
@@ -170,7 +174,7 @@ def _header(parts: PromptParts) -> str:
     if _clean(parts.summary):
         blocks.append("[지난 대화 요약]\n" + escape_data(parts.summary))
     if parts.facts:
-        blocks.append("[직업 사실]\n" + "\n".join(
+        blocks.append("[직업 사실]" + (ASK_WHICH if parts.ask_which else "") + "\n" + "\n".join(
             _source(f.source_id, f.title, f.as_of, "\n".join(escape_data(x) for x in f.lines if _clean(x)))
             for f in parts.facts))
     if parts.passages:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
@@ -45,16 +44,15 @@ from assistant.counselor import review as reasons
 from assistant.counselor.citations import citations_for, passage_of
 from assistant.counselor.fact_block import fact_block
 from assistant.counselor.question_types import classify
+from assistant.counselor.references import resolve, shown_by
+from assistant.counselor.turn_state import CounselorConfig, TurnResult, TurnState
 from assistant.counselor.understanding import refers_back
-
-DESCRIBES = ("explore", "certificate", "education", "duties", "related", "how_to_become")  # may describe the occupation
-PASSING = ("explore", "certificate", "education", "duties", "how_to_become")  # intents whose named occupation may be a side remark
 from assistant.counselor.memory import Memory, fold_summary, load_memory, save_memory
 from assistant.counselor.profile import update_profile
-from assistant.counselor.prompt import DEFAULT_PERSONA, STOP_SEQUENCES, PromptParts, render_prompt
+from assistant.counselor.prompt import STOP_SEQUENCES, PromptParts, render_prompt
 from ingest.redaction import redact
-from assistant.retrieval.hybrid import HybridRetriever, RetrievalResult
-from assistant.safety.crisis import CrisisAssessment, detect_crisis, warm as warm_screen
+from assistant.retrieval.hybrid import HybridRetriever
+from assistant.safety.crisis import detect_crisis, warm as warm_screen
 from assistant.safety.scripts import concern_checkin, concern_lines, crisis_reply, help_lines_for
 from assistant.counselor.sessions import get_session
 from db.conversation import ChatSession, Message, Review
@@ -62,69 +60,9 @@ from db.retry import retrying
 from ingest.documents import INVISIBLE
 
 MAX_STUDENT_CHARS = 4000
-
-
-@dataclass
-class CounselorConfig:
-    persona: str = DEFAULT_PERSONA
-    max_new_tokens: int = 256
-    passages: int = 4
-    review_sample_rate: float = 0.05
-    history_budget: int = 600  # tokens of recent turns offered to the prompt (render_prompt may cut more)
-    idle_timeout: Any = None  # timedelta | None
-    crisis_handoff: str | None = None  # who is notified of a crisis and how (JINRO_CRISIS_HANDOFF); None: nobody
-
-
-@dataclass
-class TurnResult:
-    session_id: str
-    message_id: int
-    answer: str
-    citations: list[dict]
-    facts_used: list[dict]
-    safety: dict
-    timings_ms: dict[str, float]
-    generator: str
-    retrieval_confidence: float | None
-    fact_guard: str | None
-    review: str | None
-    extra: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {
-            "session_id": self.session_id, "message_id": self.message_id, "answer": self.answer,
-            "citations": self.citations, "facts_used": self.facts_used, "safety": self.safety,
-            "timings_ms": self.timings_ms, "generator": self.generator,
-            "retrieval_confidence": self.retrieval_confidence, "fact_guard": self.fact_guard, "review": self.review,
-        }
-
-
-@dataclass
-class TurnState:
-    """What the stages of one turn produce, filled in the order they run (each field names its stage)."""
-
-    text: str  # receive: the student's message, normalised and redacted; no stage ever sees the raw text
-    memory: Memory  # receive; changed by screen (careful mode), update, choose and store
-    turn_no: int  # receive
-    clock: float  # perf_counter at the end of the last timed stage
-    timings: dict[str, float] = field(default_factory=dict)
-    assessment: CrisisAssessment | None = None  # screen
-    preface: str = ""  # screen: the fixed check-in a concern turn's answer starts with
-    intent: str = "explore"  # understand
-    named: list[OccupationFacts] = field(default_factory=list)  # understand: occupations the message names
-    facts_now: list[OccupationFacts] = field(default_factory=list)  # understand, choose: what the answer is about
-    query: str = ""  # understand
-    retrieval: RetrievalResult | None = None  # retrieve
-    request: GenerationRequest | None = None  # choose: the rendered prompt and the parts it was rendered from
-    answer: str = ""  # generate; guard may replace it
-    guard: str | None = None  # guard: "passed" | "replaced" (None: a composed answer, nothing to guard)
-    model_answer: str | None = None  # guard: the LLM answer it replaced, for evaluation; never shown
-
-    def lap(self, stage: str) -> None:
-        """Record the time since the last lap under `stage`."""
-        now = time.perf_counter()
-        self.timings[stage] = round((now - self.clock) * 1000, 2)
-        self.clock = now
+DESCRIBES = ("explore", "certificate", "education", "duties", "related", "how_to_become")  # may describe the occupation
+PASSING = ("explore", "certificate", "education", "duties", "how_to_become")  # a name in them may be a side remark
+__all__ = ["Counselor", "CounselorConfig", "TurnResult", "TurnState"]
 
 
 def _set_careful(memory: Memory, _turn_no: int) -> None:
@@ -232,14 +170,17 @@ class Counselor:
         turn.intent = classify(turn.text)
         turn.named = self.retriever.lookup_facts(turn.text)
         turn.facts_now = list(turn.named)
-        if not turn.named and memory.focus is not None and (refers_back(turn.text)
+        turn.reference = resolve(turn.text, memory.shown, turn.turn_no, names_one=bool(turn.named))
+        if turn.reference is not None:  # one of the occupations the last answer listed, or any of them
+            turn.facts_now = self.retriever.facts.facts_for_external_ids(turn.reference.external_ids)
+        elif not turn.named and memory.focus is not None and (refers_back(turn.text)
                                                             or turn.intent not in ("explore", "greeting", "other")):
             turn.facts_now = [memory.fact_records()[-1]]
         turn.query = self._query(turn.text, memory, turn.facts_now)
 
     def _update(self, turn: TurnState) -> None:
         """The dialogue state: the occupations in play into facts memory, profile slots from the redacted text."""
-        turn.memory.remember(turn.facts_now, turn.turn_no)
+        turn.memory.remember(turn.remembered, turn.turn_no)
         update_profile(turn.memory.profile, turn.text, turn.turn_no, [f.name for f in turn.named])
 
     def _retrieve(self, turn: TurnState) -> None:
@@ -256,19 +197,23 @@ class Counselor:
         # re-ranker (which weighs a name in the question) still put a described occupation first
         in_passing = bool(turn.named) and self.retriever.reranker is not None and turn.intent in PASSING \
             and bool(result.hits) and not result.hits[0].from_facts
-        if (not turn.facts_now or in_passing) and turn.intent in DESCRIBES and result.hits \
+        # but "그거 자격증 뭐야?" with nothing in the conversation to refer to gets a question back, not a guess
+        unresolved = refers_back(turn.text) and not turn.facts_now and memory.focus is None
+        if (not turn.facts_now or in_passing) and turn.intent in DESCRIBES and result.hits and not unresolved \
                 and result.confidence >= self.retriever.embedder.low_similarity:
             turn.facts_now = self.retriever.facts.facts_for_documents([result.hits[0].document_id])
             memory.remember(turn.facts_now, turn.turn_no)
+        ask_which = turn.reference is not None and turn.reference.kind == "list"
         records = memory.fact_records()
         focus = records[-1:] if turn.facts_now else []
         others = records[:-1] if turn.facts_now else records
-        blocks = tuple(fact_block(f) for f in (others[-2:] + focus))
+        blocks = tuple(fact_block(f) for f in (turn.facts_now if ask_which else others[-2:] + focus))
         focus_ids = {b.source_id for b in blocks}
         passages = tuple(passage_of(h) for h in result.hits if h.external_id not in focus_ids)[: self.config.passages]
         history = memory.recent(self.generator.count_tokens, self.config.history_budget)
         parts = PromptParts(persona=self.config.persona, profile_lines=memory.profile.lines(), summary=memory.summary,
-                            facts=blocks, passages=passages, history=tuple(history), question=turn.text)
+                            facts=blocks, passages=passages, history=tuple(history), question=turn.text,
+                            ask_which=ask_which)
         rendered = render_prompt(parts, count_tokens=self.generator.count_tokens,
                                  max_context=self.generator.context_window, reserve_for_answer=self.config.max_new_tokens)
         turn.request = GenerationRequest(rendered.text, rendered.parts, self.config.max_new_tokens, STOP_SEQUENCES)
@@ -296,12 +241,16 @@ class Counselor:
         memory, result = turn.memory, turn.retrieval
         citations = [c.to_json() for c in citations_for(turn.answer, turn.request.parts)]
         review = self._review(turn)
-        facts_used = [_facts_json(f) for f in memory.fact_records()[-1:]] if turn.facts_now else []
+        facts_used = [_facts_json(f) for f in (turn.facts_now if turn.reference is not None and turn.reference.kind == "list"
+                                                else memory.fact_records()[-1:] if turn.facts_now else [])]
         passages = [passage_of(h).__dict__ for h in result.hits[: self.config.passages]]
         named = [f.name for f in turn.named]
 
+        shown = shown_by(citations_for(turn.answer, turn.request.parts), turn.turn_no)
+
         def change(m: Memory, turn_no: int) -> None:  # this turn's dialogue state, applied again at store time
-            m.remember(turn.facts_now, turn_no)
+            m.remember(turn.remembered, turn_no)
+            m.shown = shown
             update_profile(m.profile, turn.text, turn_no, named)
             m.careful = m.careful or turn.assessment.watch  # safety flags only ever get set
 

@@ -11,6 +11,7 @@ from typing import Iterator
 from assistant.counselor.fact_block import block_fields
 from assistant.counselor.prompt import FactBlock, Passage, PromptParts
 from assistant.counselor.question_types import ANSWERABLE, question_types
+from assistant.counselor.understanding import refers_back
 from assistant.generation.base import GenerationRequest
 from ingest.korean import first_sentence, josa
 from ingest.occupation_text import SOURCE_NAME, passage_lead
@@ -122,12 +123,26 @@ def _closing(intent: str, block: FactBlock | None, parts: PromptParts) -> str:
     return f"{block.title}에 대해 자격증, 학력, 비슷한 직업 중 무엇이 더 궁금한가요?"
 
 
+def _for_each(blocks: tuple[FactBlock, ...], asked: list[str]) -> list[str]:
+    """The asked types for each of several occupations the student may mean, then the question which one."""
+    lines = ["앞에서 말한 직업마다 정리해 볼게요."]
+    for block in blocks:
+        about = [line for t in asked for line in _about(block, t)[:1]]
+        lines.append(f"- {block.title}: " + " ".join(about))
+    lines.append("이 중 어느 직업이 궁금했는지 알려 주면 더 자세히 알려드릴게요.")
+    return lines
+
+
 def compose(parts: PromptParts) -> str:
     """The answer: each type the question asks (up to three) about the occupation in focus, or a list of matching
     occupations when there is none (or the turn explores without naming it)."""
     types = question_types(parts.question)
     intent = "greeting" if types[0] == "chitchat" else types[0]
     focus = parts.facts[-1] if parts.facts else None
+    if parts.ask_which and len(parts.facts) > 1 and intent not in ("greeting", "other"):
+        return "\n".join(_for_each(parts.facts, [t for t in types if t in ANSWERABLE][:2] or ["duties"]))
+    if focus is None and intent in ANSWERABLE and refers_back(parts.question):  # "그거" with nothing to refer to
+        return f"어떤 직업을 말하는지 알려 줄래요? 직업 이름이나 그 직업이 하는 일을 말해 주면 {SOURCE_NAME}에서 찾아 알려드릴게요."
     lines = [_opening(intent, parts)]
     if intent == "other":
         focus = None

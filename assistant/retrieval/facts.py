@@ -195,6 +195,14 @@ class FactLookup:
                 Occupation.document_id.in_(list(document_ids)))).all())
         return self.facts([by_doc[d] for d in document_ids if d in by_doc])
 
+    def facts_for_external_ids(self, external_ids: Sequence[str]) -> list[OccupationFacts]:
+        """Facts of the occupations of these documents, in the given order (unknown ids give nothing)."""
+        with self.factory() as s:
+            by_ext = dict(s.execute(select(Document.external_id, Occupation.id).join(
+                Occupation, Occupation.document_id == Document.id).where(Document.external_id.in_(list(external_ids)))).all())
+        facts = {f.occupation_id: f for f in self.facts([by_ext[e] for e in external_ids if e in by_ext])}
+        return [facts[by_ext[e]] for e in external_ids if e in by_ext and by_ext[e] in facts]
+
     def lookup(self, text: str) -> list[OccupationFacts]:
         """Facts of every occupation named in `text` (an ambiguous similar name gives each of its occupations)."""
         out: list[OccupationFacts] = []

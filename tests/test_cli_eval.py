@@ -205,7 +205,21 @@ def test_safety_malformed_file(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("command", ["retrieval", "safety"])
+def test_types_json_and_the_rules_peer(tmp_path: Path) -> None:
+    f = tmp_path / "typed.jsonl"
+    f.write_text("\n".join(json.dumps({"q": q, "type": t}, ensure_ascii=False) for q, t in [
+        ("간호사 되려면 자격증 뭐 따야 돼?", "certificate"), ("웹디자이너 연봉 얼마야?", "salary_outlook"),
+        ("요리 좋아하는데 무슨 직업 있어?", "explore"), ("수의사 되려면 어떻게 해야 돼요?", "how_to_become")]) + "\n")
+    model = json.loads(runner.invoke(app, ["eval", "types", str(f), "--json"]).stdout)
+    rules = json.loads(runner.invoke(app, ["eval", "types", str(f), "--json", "--rules"]).stdout)
+    assert model["n"] == 4 and set(model["per_type"]) == {"certificate", "salary", "explore", "how_to_become"}
+    assert model["macro_f1"] == 1.0 and model["predictor"] == "classifier"
+    assert rules["per_type"]["how_to_become"]["recall"] == 0.0  # the rules have no such type
+    bad = runner.invoke(app, ["eval", "types", str(tmp_path / "none.jsonl")])
+    assert bad.exit_code == 2 and "no such file" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["retrieval", "safety", "types"])
 def test_help_has_an_example(command: str) -> None:
     result = runner.invoke(app, ["eval", command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

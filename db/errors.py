@@ -20,6 +20,7 @@ layer, so every package can import the root from here while `db` still imports n
     ├── AssistantError              (assistant.errors) the assistant cannot handle a request
     │   ├── EvalDataError           an evaluation file is missing or one of its lines is malformed (`file:line`)
     │   ├── SafetyModelError        the shipped crisis classifier is missing, unreadable or out of date
+    │   ├── QuestionTypeModelError  the shipped question-type classifier is missing or unreadable
     │   ├── PromptError             the prompt cannot be rendered (bad turn roles, no question, no answer turn)
     │   │   └── PromptBudgetError   even with every cuttable part removed the prompt exceeds the context window
     │   ├── GenerationError         a generator cannot be loaded or cannot produce text (bad spec, server down)

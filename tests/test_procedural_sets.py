@@ -36,3 +36,16 @@ def test_sizes_types_and_expected_strings() -> None:
                                                                "how_to_become", "explore", "salary_outlook"}
     assert all(item["answer_any"] and all(isinstance(a, str) and a for a in item["answer_any"]) for item in single)
     assert all(2 <= len(item["turns"]) <= 3 for item in dialogue)
+
+
+def test_the_paraphrase_sets_cover_the_same_occupations_split_the_same_way() -> None:
+    from assistant.evaluation.procedural import in_blind_half
+
+    dev, blind = read("paraphrase_dev"), read("paraphrase_blind")
+    for items, want_blind in ((dev, False), (blind, True)):
+        codes = Counter(item["gold"][0].removeprefix("job:") for item in items)
+        assert set(codes.values()) == {2}  # two questions per occupation
+        assert all(in_blind_half(code) == want_blind for code in codes)
+        assert all(item["type"] == "description" and item["q"].strip() for item in items)
+    occupations = {item["gold"][0] for item in read("procedural_single_dev") + read("procedural_single_blind")}
+    assert {item["gold"][0] for item in dev + blind} == occupations

@@ -75,3 +75,15 @@ def test_bad_turns_get_an_answer_and_never_an_unnamed_occupation_as_fact(kb: KB,
     if named:  # facts only about what the turn names
         assert {f["name"] for f in result.facts_used} <= named
         assert any(n in result.answer for n in named)
+
+
+@pytest.mark.parametrize(("text", "query"), [
+    ("저는 고2인데 진로가 고민이에요. 치과기공사 하는 일 알려줘", "진로가 고민이에요. 치과기공사 하는 일 알려줘"),
+    ("고등학생인데 요리하는 거 좋아해요", "요리하는 거 좋아해요"),
+    ("중식조리사 학력은?", "중식조리사 학력은?"),  # 중식 is not 중1-3
+    ("중2예요", "중2예요"),  # nothing else left: the text stays
+])
+def test_the_search_leaves_out_the_students_school_and_grade(text: str, query: str) -> None:
+    from assistant.counselor.profile import without_self_description
+
+    assert without_self_description(text) == query

@@ -48,6 +48,17 @@ _CONSTRAINTS = [
 _STOP = {"그거", "그것", "이거", "저", "나", "제가", "내가", "저는", "나는", "뭐", "것", "거", "게", "일", "걸", "그림을"}
 
 
+_SELF_INTRO = re.compile(r"(?:저는|전|나는|난|제가|내가)?\s*(?:지금|현재|올해)?\s*(?:{})\s*(?:이고|이구|인데요|인데|이에요|예요|입니다|이야|임|이라서|라서)?[\s,.!~]*")
+
+
+def without_self_description(text: str) -> str:
+    """`text` without the student's school and grade ("저는 고2인데", "중학생이에요"): what the profile keeps is
+    not what the question is about (it would pull 학원강사 and 교사 into the search)."""
+    school = "|".join(p.pattern for p, _ in _SCHOOL)
+    out = re.sub(_SELF_INTRO.pattern.format(school), " ", text)
+    return " ".join(out.split()) or text
+
+
 @dataclass
 class Profile:
     """slot -> list of {"value": str, "turn": int} (school holds at most one)."""

@@ -48,7 +48,7 @@ from assistant.counselor.references import resolve, shown_by
 from assistant.counselor.turn_state import CounselorConfig, TurnResult, TurnState
 from assistant.counselor.understanding import refers_back
 from assistant.counselor.memory import Memory, fold_summary, load_memory, save_memory
-from assistant.counselor.profile import update_profile
+from assistant.counselor.profile import update_profile, without_self_description
 from assistant.counselor.prompt import STOP_SEQUENCES, PromptParts, render_prompt
 from ingest.redaction import redact
 from assistant.retrieval.hybrid import HybridRetriever
@@ -280,14 +280,15 @@ class Counselor:
 
     @staticmethod
     def _query(text: str, memory: Memory, facts_now: list[OccupationFacts]) -> str:
-        """The retrieval query: the turn, plus the occupation in play when the turn does not name one, plus interests."""
+        """The retrieval query: the turn without the student's school and grade, plus the occupation in play when the
+        turn does not name one, plus interests."""
         extra = []
         if facts_now and facts_now[-1].name not in text:
             extra.append(facts_now[-1].name)
         interests = memory.profile.values("interests")[-2:]
         if not facts_now and interests:
             extra.extend(interests)
-        return " ".join([text, *extra])
+        return " ".join([without_self_description(text), *extra])
 
     @staticmethod
     def _safety(assessment, memory: Memory) -> dict:

@@ -5,12 +5,12 @@ occupation meant in its top five but not always first: an obscure neighbour with
 fourth failure class). The re-ranker scores each candidate from what the lists saw (ranks and scores relative to
 the best), how much of the candidate's name the question holds, and how general the occupation is (how many chunks,
 similar names and occupations pointing to it; whether its name carries a qualifier such as "(일반)"), and sorts the
-candidates by that score, or (policy `promote`, chosen on dev: the same Recall@1, a better Recall@5) only moves its
-best candidate to the front and keeps the fused order below it.
+candidates by that score (policy `order`), or only moves its best candidate to the front and keeps the fused order
+below it (policy `promote`); the training picks the policy and the depth on dev.
 
 It is a conditional logit (softmax over one query's candidates, L2-penalised), trained by
-`python -m assistant.retrieval.train_reranker` on pseudo-queries written by procedure from the dictionary's duty
-sentences of occupations that no evaluation set names, so no evaluation question is ever trained on. The weights
+`python -m assistant.retrieval.train_reranker` on pseudo-queries written by procedure from the dictionary (occupations
+that no evaluation set names) and on the dev halves' questions, never a blind or test one. The weights
 ship as JSON (`data/retrieval/reranker-<model>.json`, with the training figures); scoring is a dot product in numpy.
 A re-ranker belongs to one embedding model (the dense features are its cosines): the retriever uses it only with
 that model.

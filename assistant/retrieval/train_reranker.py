@@ -10,7 +10,8 @@ The procedure, fixed and seeded:
    - `duty` (55%): one duty sentence, the occupation's name removed, cut to its last clause or two, its final verb
      turned into a modifier (선창한다 -> 선창하는), then a student template ("… 직업이 뭐예요?");
    The summaries are not used: the evaluation sets' descriptions are made from them (data/eval/README.md).
-3. The dev halves' questions (retrieval_dev and the procedural single-turn dev files; never a blind or test file)
+3. The dev halves' questions (retrieval_dev, the procedural single-turn dev files, paraphrase_dev; never a blind or
+   test file)
    join them, each counting `dev_weight` times a pseudo-query.
 4. The fused top 20 of each query (hybrid, no facts, no re-ranking); a query whose occupation is not among them
    teaches nothing and is left out of the fit (the share is reported).
@@ -125,7 +126,7 @@ def pseudo_query(name: str, duties: str, rng: random.Random, similar: Sequence[s
     return ("duty", rng.choice(DUTY_TEMPLATES).format(d=described)) if described else None
 
 
-DEV_FILES = ("retrieval_dev.jsonl", "procedural_single_dev.jsonl", "procedural_hard_single_dev.jsonl")
+DEV_FILES = ("retrieval_dev.jsonl", "procedural_single_dev.jsonl", "procedural_hard_single_dev.jsonl", "paraphrase_dev.jsonl")
 DEV_WEIGHTS = (3.0, 10.0, 30.0, 100.0)  # how much one dev question counts against one pseudo-query
 DEPTHS = (10, 20)  # candidates re-ranked (the rest keep the fused order)
 FOLDS = 5

@@ -7,7 +7,6 @@ contains one of the `answer_any` strings.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from assistant.counselor.turn import Counselor
 from assistant.errors import EvalDataError
+from assistant.evaluation.jsonl import json_lines
 from assistant.counselor.sessions import create_session, delete_session
 
 
@@ -33,13 +33,7 @@ def load_scenarios(path: Path) -> list[Scenario]:
     if not path.exists():
         raise EvalDataError(f"{path}: no such file — give a JSONL of {{\"turns\", \"gold\", \"answer_any\"}} lines")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalDataError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
+    for n, obj in json_lines(path, path.read_text(encoding="utf-8-sig")):
         turns = obj.get("turns") if isinstance(obj, dict) else None
         if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
             raise EvalDataError(f"{path}:{n}: \"turns\" must be a non-empty list of strings")

@@ -8,12 +8,12 @@ types the file labels (the classifier's other types still count as false positiv
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from assistant.errors import EvalDataError
+from assistant.evaluation.jsonl import json_lines
 
 ALIASES = {"salary_outlook": "salary"}
 
@@ -29,13 +29,9 @@ def load_typed(path: Path) -> list[TypedTurn]:
     if not path.is_file():
         raise EvalDataError(f"{path}: no such file — give a JSONL of {{\"q\", \"type\"}} lines")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
+    for _, obj in json_lines(path, path.read_text(encoding="utf-8-sig")):
+        if not isinstance(obj, dict):
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalDataError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
         label = obj.get("type") or obj.get("types")
         text = obj.get("q") or (obj.get("turns") or [None])[-1]
         if not label or not isinstance(text, str):

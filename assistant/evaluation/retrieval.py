@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from assistant.errors import EvalDataError
+from assistant.evaluation.jsonl import json_lines
 from ingest.documents import SourceDocument, nfc
 
 
@@ -44,13 +45,7 @@ def load_questions(path: Path) -> tuple[list[Question], list[SourceDocument]]:
     if isinstance(whole, dict) and isinstance(whole.get("data"), list):
         return _squad(path, whole)
     questions = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalDataError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
+    for n, obj in json_lines(path, text):
         if not isinstance(obj, dict) or not isinstance(obj.get("q"), str) or not obj["q"].strip():
             raise EvalDataError(f"{path}:{n}: needs a non-empty string field \"q\"")
         gold = obj.get("gold")

@@ -17,19 +17,23 @@ from assistant.generation.base import Generator
 from assistant.generation.grounded import GroundedGenerator
 from assistant.retrieval.hybrid import HybridRetriever
 from assistant.retrieval.query import load_lexicon
+from assistant.safety.crisis import sentence_model
 from db.settings import Settings
+from ingest.embedding import Embedder, load_embedder
+from ingest.errors import EmbedderUnavailable
 from ingest.threads import limit_side_pools
 from ingest.knowledge import Knowledge, open_knowledge
 
 
 def load_generator(spec: str, *, adapter: str | None = None, openai_model: str = "counselor",
-                   openai_api_key: str | None = None) -> Generator:
+                   openai_api_key: str | None = None, cache_dir: Path | None = None) -> Generator:
+    """cache_dir: where a GGUF model's converted weights are kept between loads (the deployment's data dir)."""
     if spec == "grounded":
         return GroundedGenerator()
     if spec.startswith("transformers:"):
         from assistant.generation.transformers import TransformersGenerator
 
-        return TransformersGenerator(spec.split(":", 1)[1], adapter=adapter)
+        return TransformersGenerator(spec.split(":", 1)[1], adapter=adapter, cache_dir=cache_dir)
     if spec.startswith("openai:"):
         from assistant.generation.openai import OpenAIGenerator
 
@@ -37,11 +41,37 @@ def load_generator(spec: str, *, adapter: str | None = None, openai_model: str =
     raise GenerationError(f"unknown generator {spec!r} — use 'grounded', 'transformers:<model>' or 'openai:<base URL>'")
 
 
+def screen_embedder(retrieval: Embedder, *, e5_engine: str | None = None) -> tuple[Embedder | None, str]:
+    """The crisis screen's sentence embedder and its layers in words (for /readyz): the retriever's when it is the
+    model the classifier's sentence head reads (e5-small, the default), else one engine of its own (one thread);
+    where that model cannot load here, none — the rules and n-grams screen alone, and the words say why."""
+    wanted = sentence_model()
+    if wanted is None:
+        return None, "rules + n-grams"
+    if retrieval.model_id == wanted:
+        return retrieval, f"rules + n-grams + {wanted}"
+    try:
+        return _own_engine(wanted, e5_engine), f"rules + n-grams + {wanted} (its own engine)"
+    except EmbedderUnavailable as exc:
+        return None, f"rules + n-grams: {exc.args[0].split(' — ')[0]}"
+
+
+_engines: dict[tuple[str, str | None], Embedder] = {}
+
+
+def _own_engine(spec: str, e5_engine: str | None) -> Embedder:
+    """One engine per process, however many runtimes it builds."""
+    if (spec, e5_engine) not in _engines:
+        _engines[(spec, e5_engine)] = load_embedder(spec, threads=1, e5_engine=e5_engine)
+    return _engines[(spec, e5_engine)]
+
+
 @dataclass
 class Runtime:
     knowledge: Knowledge
     retriever: HybridRetriever
     counselor: Counselor
+    safety: str = "rules + n-grams"  # the crisis screen's layers, in words (screen_embedder)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, db_url: str | None = None, generator: str | Generator | None = None,
@@ -56,7 +86,8 @@ class Runtime:
         limit_side_pools()  # a process that serves turns: the cores go to the query embedder (ingest/threads.py)
         if generator is None or isinstance(generator, str):
             generator = load_generator(generator or settings.generator, adapter=settings.adapter,
-                                       openai_model=settings.openai_model, openai_api_key=settings.openai_api_key)
+                                       openai_model=settings.openai_model, openai_api_key=settings.openai_api_key,
+                                       cache_dir=settings.data_dir / "models")
         return build_runtime(settings.database_url(db_url), settings.index_dir, settings.embedder, generator,
                              idle_minutes=settings.session_idle_minutes if expire_idle_sessions else None,
                              crisis_handoff=settings.crisis_handoff, background_refresh=background_refresh,
@@ -82,4 +113,5 @@ def build_runtime(db_url: str, index_dir: Path, embedder: str, generator: Genera
                                 lexicon=load_lexicon(lexicon), background=background_refresh, rerank=rerank)
     config = CounselorConfig(idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None,
                              crisis_handoff=crisis_handoff)
-    return Runtime(k, retriever, Counselor(k.factory, retriever, generator, config))
+    screen, layers = screen_embedder(retriever.embedder, e5_engine=e5_engine)
+    return Runtime(k, retriever, Counselor(k.factory, retriever, generator, config, screen_embedder=screen), layers)

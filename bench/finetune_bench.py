@@ -49,6 +49,7 @@ def run_cell(which: str, gen: Generator, set_name: str, limit: int | None) -> di
     scenarios = load_scenarios(SETS[set_name])[:limit]
     rt = build_runtime(f"sqlite:///{DATA / 'jinro.db'}", DATA / "index", "use-multilingual-v3", gen)
     rt.counselor.warm()
+    rt.counselor.config.finish_model_answer = True  # the model's own answer is scored whole, past the guard
     with Progress() as progress:
         task = progress.add_task(f"{which} on {set_name}", total=len(scenarios))
         report = evaluate_dialogue(rt.counselor, scenarios, on_progress=lambda: progress.advance(task))
@@ -102,7 +103,7 @@ def write_report(training: dict | None) -> Path:
                 if a is None:
                     cols.append("—")
                     continue
-                mark = ("✓ " if a["model_answered_ok"] else "✗ ") + ("⟲ " if a["fact_guard"] == "replaced" else "")
+                mark = ("✓ " if a["model_answered_ok"] else "✗ ") + ("⟲ " if a["fact_guard"] in ("replaced", "cut") else "")
                 cols.append(mark + _one_line(a["model_answer"]))
             turns = next(rows[g][name]["turns"] for g in present if name in rows[g])
             lines.append(f"| **{name}**: {_one_line(' / '.join(turns), 120)} | " + " | ".join(cols) + " |")

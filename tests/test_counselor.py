@@ -194,6 +194,33 @@ def test_fact_guard_passes_a_grounded_llm_answer(kb: KB, embedder) -> None:
     assert result.fact_guard == "passed" and result.answer == gen.answer
 
 
+def test_the_guard_shows_passing_sentences_and_finishes_with_the_grounded_answer(kb: KB, embedder) -> None:
+    good = "간호사가 되려면 간호사 면허가 필요해요."
+    gen = ScriptedGenerator(good + " 그리고 우주비행기사 자격증도 꼭 따야 해요. 나머지는 천천히 알아봐요. 화이팅!",
+                            context_window=4096)
+    c = make(kb, embedder, gen)
+    _, (result,) = talk(c, "간호사가 되려면 자격증이 필요해?")
+    assert result.fact_guard == "cut" and result.review == "fact_guard"
+    assert result.answer.startswith(good) and "우주비행기사" not in result.answer
+    assert len(result.answer) > len(good) + 20  # the grounded answer finished it
+    assert "우주비행기사" in result.extra["model_answer"] and "화이팅" not in result.extra["model_answer"]
+    assert gen.closed and gen.pieces_out < -(-len(gen.answer) // 5)  # the model was stopped at the failing sentence
+    assert result.extra["first_shown_ms"] > 0
+
+
+def test_an_llm_answer_streams_sentence_by_sentence(kb: KB, embedder) -> None:
+    first = "간호사가 되려면 간호사 면허가 필요해요."
+    gen = ScriptedGenerator(first + " 보통 대졸 정도의 학력이 필요해요. 궁금한 게 더 있으면 물어봐요.", context_window=4096)
+    c = make(kb, embedder, gen)
+    sid = create_session(c.factory, "t").id
+    stream = c.stream(sid, "간호사가 되려면 자격증이 필요해?", owner="t")
+    piece = next(stream)
+    assert piece == first and gen.pieces_out < -(-len(gen.answer) // 5)  # shown before the model finished
+    rest = list(stream)
+    assert "".join(p for p in rest if isinstance(p, str)) == gen.answer[len(first):]
+    assert rest[-1].fact_guard == "passed" and rest[-1].answer == gen.answer
+
+
 def test_prompt_injection_cannot_leak_the_instructions(kb: KB, embedder) -> None:
     c0 = make(kb, embedder)
     gen = ScriptedGenerator(c0.config.persona)  # a model that obeyed "repeat your instructions"

@@ -16,6 +16,7 @@ from assistant.evaluation.safety import evaluate_safety
 from assistant.safety.bank import BANK_FILES, load_bank, split_of, split_sources
 from assistant.safety.classifier import LABELS, MODEL_PATH, CrisisModel, features, file_sha256, shipped_model, windows
 from assistant.safety.crisis import detect_crisis
+from ingest.embedding import Embedder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,3 +138,89 @@ def test_eval_cli_never_prints_a_blind_message() -> None:
     blind_texts = {i.text for i in load_bank("blind")}
     assert report["errors"] == [] and not any(t in out for t in blind_texts)
     assert MODEL_PATH.is_file()
+
+
+# ---------------------------------------------------------------- the sentence head (e5-small vectors)
+def test_the_shipped_model_has_a_sentence_head_for_the_default_embedder(embedder) -> None:
+    head = shipped_model().sentence
+    assert head is not None and head.model_id == embedder.model_id == "e5-small"
+    assert 0 < head.mix < 1 and head.mean.shape == (embedder.dim,)
+    t = head.thresholds
+    assert 0 < t.watch <= t.crisis and 0 < t.careful <= t.crisis
+
+
+def test_probabilities_mix_the_two_heads(embedder) -> None:
+    m = shipped_model()
+    text = "다들 나 없으면 편할 거야"
+    vector = embedder.embed_query([text])[0]
+    alone, mixed = m.probabilities(text), m.probabilities(text, embed=lambda t: vector)
+    sentence = m.sentence.probabilities(vector)
+    for i, label in enumerate(LABELS):
+        assert mixed[label] == pytest.approx(m.sentence.mix * alone[label] + (1 - m.sentence.mix) * sentence[i], abs=1e-5)
+    assert m.thresholds_for(True) is m.sentence.thresholds and m.thresholds_for(False) is m.thresholds
+
+
+def test_saved_model_keeps_its_sentence_head(tmp_path: Path, embedder) -> None:
+    m = shipped_model()
+    m.save(tmp_path / "m.npz")
+    again = CrisisModel.load(tmp_path / "m.npz")
+    embed = lambda t: embedder.embed_query([t])[0]
+    a, b = m.probabilities("요즘 아무것도 하기 싫어", embed=embed), again.probabilities("요즘 아무것도 하기 싫어", embed=embed)
+    assert all(abs(a[k] - b[k]) < 1e-3 for k in LABELS) and again.sentence.thresholds == m.sentence.thresholds
+
+
+def test_the_screen_reads_the_sentence_vector_of_the_message(embedder) -> None:
+    texts = [i.text for i in load_bank("dev") if i.level == "crisis"][:150]
+    differ = 0
+    for text in texts:
+        with_vector, alone = detect_crisis(text, embedder=embedder), detect_crisis(text)
+        differ += with_vector.model != alone.model
+    assert differ >= 0.9 * len(texts)  # P(crisis) moved (but where both round to 1.0): the vector is read
+
+
+class RecordingEmbedder(Embedder):
+    """The real embedder, recording what it was asked to embed."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner, self.model_id, self.dim, self.texts = inner, inner.model_id, inner.dim, []
+
+    def embed(self, texts):
+        return self.inner.embed(texts)
+
+    def embed_query(self, texts):
+        self.texts += list(texts)
+        return self.inner.embed_query(texts)
+
+
+def test_a_long_rant_is_embedded_by_its_most_alarming_window_only(embedder) -> None:
+    rec = RecordingEmbedder(embedder)
+    rant = "오늘 학교에서 있었던 일 얘기할게 수행평가 준비하느라 정신없었고 " * 40 + " 그래서 오늘 밤에 옥상에 올라가서 뛰어내릴 거야"
+    assert detect_crisis(rant, embedder=rec).crisis
+    assert rec.texts and all(len(t) < 300 for t in rec.texts) and "뛰어내릴" in rec.texts[0]
+
+
+def test_an_embedder_of_another_model_is_refused(other_embedder) -> None:
+    with pytest.raises(SafetyModelError, match="e5-small"):
+        detect_crisis("요즘 힘들어", embedder=other_embedder)
+    with pytest.raises(SafetyModelError, match="vector"):
+        shipped_model().sentence.probabilities(np.zeros(3, dtype=np.float32))
+
+
+@pytest.mark.parametrize("text", ["😀😀😀", "ㅠㅠㅠ", "   .  ", "hello how are you", "ㅁ" * 2000])
+def test_odd_input_with_the_sentence_head(text: str, embedder) -> None:
+    assert detect_crisis(text, embedder=embedder).level in ("crisis", "concern", "none")
+
+
+def test_spaced_out_crisis_is_caught_with_the_sentence_head(embedder) -> None:
+    for text in ("주 거 버 리 고 싶 다", "자 살 하고 싶어", "오늘 학교에서 수행평가 때문에 정신없었어 " * 50 + "근데 진짜 죽고 싶다"):
+        assert detect_crisis(text, embedder=embedder).crisis
+
+
+def test_the_runtime_gives_the_screen_the_retrievers_e5_or_its_own(embedder, other_embedder) -> None:
+    from assistant.runtime import screen_embedder
+
+    same, layers = screen_embedder(embedder)
+    assert same is embedder and layers == "rules + n-grams + e5-small"
+    own, layers = screen_embedder(other_embedder)
+    assert own is not None and own.model_id == "e5-small" and "its own engine" in layers
+    assert detect_crisis("요즘 너무 힘들어", embedder=own).level in ("concern", "crisis")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.generation.factguard import check_answer, misattributed_levels
+from assistant.generation.factguard import SentenceGuard, check_answer, misattributed_levels
 from assistant.counselor.fact_block import fact_block
 from assistant.counselor.prompt import Passage, PromptParts
 from finetune.evaluate import _NURSE, _WEB
@@ -42,3 +42,35 @@ def test_claims_must_fit_the_occupation_they_are_about(parts: PromptParts, answe
 def test_the_misattributed_level_is_named() -> None:
     assert misattributed_levels("간호사는 보통 '대학원 이상'이에요.", NURSE) == ["대학원"]
     assert misattributed_levels("간호사는 대학원 이상이에요.", PromptParts(question="간호사?")) == []  # no facts: no claim to bind
+
+
+def _feed(guard: SentenceGuard, answer: str, size: int = 3) -> list[str]:
+    return [guard.feed(answer[i : i + size]) for i in range(0, len(answer), size)]
+
+
+def test_the_sentence_guard_shows_whole_sentences_once_they_pass() -> None:
+    guard = SentenceGuard(NURSE, persona="너는 진로 상담 선생님이야. 지시를 따라.")
+    answer = "간호사는 대졸 정도예요. 간호사 면허가 필요해요! 더 궁금하면 물어봐요"
+    shown = _feed(guard, answer)
+    assert [s for s in shown if s] == ["간호사는 대졸 정도예요.", " 간호사 면허가 필요해요!"]  # whole sentences only
+    assert guard.finish() == " 더 궁금하면 물어봐요" and guard.shown == answer and guard.failed is None
+
+
+def test_the_sentence_guard_stops_at_the_first_failing_sentence() -> None:
+    guard = SentenceGuard(NURSE, persona="너는 진로 상담 선생님이야.")
+    answer = "간호사는 대졸 정도예요. 그런데 간호사는 대학원 이상이어야 해요. 간호사 면허도 필요해요."
+    shown = "".join(_feed(guard, answer))
+    assert shown == "간호사는 대졸 정도예요." and guard.failed is not None
+    assert guard.failed.unsupported == ["education:대학원"]  # the level of another occupation's passage
+    assert guard.finish() == "" and guard.generated == answer  # nothing more is shown; everything is kept
+
+
+def test_the_sentence_guard_checks_the_end_and_the_instructions() -> None:
+    persona = "너는 진로 상담 선생님이다. 학생에게 존댓말로 한국직업사전의 사실만 전한다."
+    leak = SentenceGuard(NURSE, persona=persona)
+    shown = "".join(_feed(leak, "좋아요. " + persona + " 그럼 시작할게요."))
+    assert leak.finish() == "" and leak.failed is not None and leak.failed.unsupported[-1] == "instructions"
+    assert "존댓말로" not in shown  # stopped once 24 characters of the instructions are repeated
+    tail = SentenceGuard(WEB, persona=persona)
+    assert "".join(_feed(tail, "웹디자이너가 되려면 웹디자인기능사 자격증이 필요해요")) == ""  # no sentence end yet
+    assert tail.finish() == "" and tail.failed is not None

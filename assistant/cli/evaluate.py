@@ -38,6 +38,7 @@ from db.models import Document
 from db.settings import Settings
 from ingest import service
 from ingest.documents import SourceDocument
+from ingest.embedding import load_embedder
 from ingest.errors import EmptySource, UnsupportedSource
 from ingest.knowledge import Knowledge, open_configured, open_knowledge
 
@@ -316,15 +317,18 @@ def safety(
     careful: Annotated[bool, typer.Option("--careful", help="Evaluate the detector's careful (higher-recall) setting.")] = False,
     errors: Annotated[int, typer.Option("--errors", min=0, help="List up to N misclassified examples (never for blind).")] = 10,
     false_positives: Annotated[bool, typer.Option("--false-positives", help="Also measure the crisis flag on all of ChatbotData and every career question in data/eval/.")] = False,
+    ngrams_only: Annotated[bool, typer.Option("--ngrams-only", help="Screen with the rules and n-grams alone, without the e5-small sentence head (as where its engine cannot load).")] = False,
 ) -> None:
     """Precision, recall and F1 of crisis detection, recall per category, the concern counts and the latency.
 
-    For a blind file only aggregates are printed.
+    It screens as a turn does: rules, n-grams and the sentence head over e5-small vectors (each message is
+    embedded: about 20 ms a message). For a blind file only aggregates are printed.
 
     Example: jinro eval safety --split blind --false-positives --json
     """
     from assistant.evaluation.safety import evaluate_safety, false_positive_rates
     from assistant.safety.bank import BANK_FILES
+    from assistant.safety.crisis import sentence_model
 
     if (file is None) == (split is None):
         _fail("give one of --file FILE or --split dev|blind")
@@ -332,15 +336,17 @@ def safety(
         _fail(f"--split must be dev or blind, not {split!r}")
     path = file if file is not None else BANK_FILES[split]
     try:
-        report = evaluate_safety(path, careful=careful)
+        embedder = None if ngrams_only or sentence_model() is None else load_embedder(sentence_model(), e5_engine=Settings().e5_engine)
+        report = evaluate_safety(path, careful=careful, embedder=embedder)
+        report["layers"] = "rules + n-grams" + ("" if embedder is None else f" + {embedder.model_id}")
         if false_positives:
-            report["false_positives"] = false_positive_rates()
+            report["false_positives"] = false_positive_rates(embedder)
     except JinroError as exc:
         _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
-    table = Table(title=f"{path.name}: {report['n']} examples", show_header=False)
+    table = Table(title=f"{path.name}: {report['n']} examples, {report['layers']}", show_header=False)
     for key in ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "category_accuracy", "p50_ms", "p95_ms"):
         value = report[key]
         table.add_row(key, "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))

@@ -36,6 +36,7 @@ def dialogue(
         items = load_scenarios(scenarios)
         rt = Runtime.from_settings(settings, db_url=db, generator=generator)
         rt.warm()
+        rt.counselor.config.finish_model_answer = True  # an LLM's own answer is scored whole, past the guard
         gen = rt.counselor.generator
         report = evaluate_dialogue(rt.counselor, items)
     except JinroError as exc:

@@ -15,9 +15,10 @@
     choose       what to answer from: the occupation in focus (an open question's      prompt
                  best match becomes it), fact blocks, passages, recent turns; the
                  prompt within the generator's context budget
-    generate     compose (grounded: streamed as written) or generate (an LLM)          generation
-    guard        an LLM's answer must agree with the facts and leak no instructions,   guard
-                 else the composed answer replaces it (the student sees it only after)
+    generate     compose (grounded: streamed as written) or generate (an LLM) under     generation
+                 the fact guard: each sentence is shown once the answer up to it agrees
+                 with the facts and leaks no instructions; at the first that fails the
+                 model is stopped and the composed answer finishes the turn
     store        citations, the review reason; both messages and the memory in one     store
                  transaction
 
@@ -37,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.errors import ConcurrentTurn, RetrievalError
 from assistant.retrieval.facts import OccupationFacts
-from assistant.generation.factguard import check_answer, leaks_instructions
+from assistant.generation.factguard import SentenceGuard
 from assistant.generation.base import GenerationRequest, Generator
 from assistant.generation.grounded import GroundedGenerator
 from assistant.counselor import review as reasons
@@ -58,6 +59,7 @@ from assistant.counselor.sessions import get_session
 from db.conversation import ChatSession, Message, Review
 from db.retry import retrying
 from ingest.documents import INVISIBLE
+from ingest.embedding import Embedder
 
 MAX_STUDENT_CHARS = 4000
 DESCRIBES = ("explore", "certificate", "education", "duties", "related", "how_to_become")  # may describe the occupation
@@ -77,8 +79,12 @@ def _facts_json(f: OccupationFacts) -> dict:
 
 class Counselor:
     def __init__(self, factory: sessionmaker[Session], retriever: HybridRetriever, generator: Generator,
-                 config: CounselorConfig | None = None, *, metrics: Any = None, rng: random.Random | None = None) -> None:
+                 config: CounselorConfig | None = None, *, metrics: Any = None, rng: random.Random | None = None,
+                 screen_embedder: Embedder | None = None) -> None:
+        """screen_embedder: the crisis classifier's sentence embedder (e5-small); None screens with rules and
+        n-grams alone (`assistant.runtime.screen_embedder` chooses it)."""
         self.factory, self.retriever, self.generator = factory, retriever, generator
+        self.screen_embedder = screen_embedder
         self.config = config or CounselorConfig()
         self.grounded = generator if isinstance(generator, GroundedGenerator) else GroundedGenerator()
         self.metrics = metrics
@@ -88,7 +94,7 @@ class Counselor:
     def warm(self) -> None:
         """Load the indexes and analysers now rather than on the first turn."""
         self.retriever.warm()
-        warm_screen()
+        warm_screen(self.screen_embedder)
 
     def turn(self, session_id: str, text: str, owner: str | None = None) -> TurnResult:
         result = None
@@ -122,13 +128,9 @@ class Counselor:
         if self.generator is self.grounded:  # composed from the DB facts: streamed as written, nothing to guard
             yield from self._generate(turn)
             turn.lap("generation")
-        else:  # an LLM: the student sees its answer only once the guard has passed or replaced it
-            for _ in self._generate(turn):
-                pass
+        else:  # an LLM: each sentence is shown once the fact guard has passed the answer up to it
+            yield from self._generate_guarded(turn)
             turn.lap("generation")
-            self._guard(turn)
-            turn.lap("guard")
-            yield turn.answer
         yield self._store_turn(turn)  # timed as "store" up to the commit
 
     # ------------------------------------------------------------------ stages, in the order they run
@@ -142,11 +144,12 @@ class Counselor:
         with self.factory() as s:
             session = get_session(s, session_id, owner, idle_timeout=self.config.idle_timeout)
             memory = load_memory(s, session)
-        return TurnState(redacted, memory, memory.turns + 1, clock)
+        return TurnState(redacted, memory, memory.turns + 1, clock, started=clock)
 
     def _screen(self, turn: TurnState) -> None:
         earlier = [t.text for t in turn.memory.history if t.role == "student"]
-        turn.assessment = detect_crisis(turn.text, careful=turn.memory.careful, context=earlier)
+        turn.assessment = detect_crisis(turn.text, careful=turn.memory.careful, context=earlier,
+                                        embedder=self.screen_embedder)
         if turn.assessment.level == "concern":
             turn.preface = concern_checkin() + "\n\n"
         if turn.assessment.watch:  # a possible crisis: the rest of the session is screened with care
@@ -226,15 +229,38 @@ class Counselor:
             yield piece
         turn.answer = "".join(pieces).strip()
 
-    def _guard(self, turn: TurnState) -> None:
-        """An LLM answer must agree with the fact blocks and leak no instructions, else the composed one replaces it."""
-        report = check_answer(turn.answer, turn.request.parts, self._mention_names)
-        leaked = leaks_instructions(turn.answer, self.config.persona)
-        turn.guard = "passed" if report.ok and turn.answer and not leaked else "replaced"
-        if turn.guard == "replaced":
-            turn.model_answer, turn.answer = turn.answer, "".join(self.grounded.stream(turn.request)).strip()
-            if self.metrics is not None:
-                self.metrics.fact_guard_replaced()
+    def _generate_guarded(self, turn: TurnState) -> Iterator[str]:
+        """An LLM's answer, sentence by sentence as the fact guard passes the answer up to each one (it must agree
+        with the fact blocks and leak no instructions). At the first sentence that fails, the model is stopped and
+        the grounded answer finishes the turn: guard "cut" after shown sentences, "replaced" when none had passed."""
+        guard = SentenceGuard(turn.request.parts, self.config.persona, self._mention_names)
+        pieces = self.generator.stream(turn.request)
+        try:
+            for piece in pieces:
+                shown = guard.feed(piece)
+                if shown:
+                    turn.first_shown()
+                    yield shown
+                if guard.failed is not None and not self.config.finish_model_answer:
+                    break
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()  # stops the model now (the generators cancel in their `finally`)
+        tail = guard.finish()
+        if tail:
+            turn.first_shown()
+            yield tail
+        if guard.failed is None and guard.shown.strip():
+            turn.guard, turn.answer = "passed", guard.shown.strip()
+            return
+        turn.guard, turn.model_answer = ("cut" if guard.shown.strip() else "replaced"), guard.generated
+        rest = ("\n\n" if guard.shown.strip() else "") + "".join(self.grounded.stream(turn.request)).strip()
+        turn.first_shown()
+        yield rest
+        turn.answer = (guard.shown + rest).strip()
+        if self.metrics is not None:
+            self.metrics.fact_guard_replaced()
 
     def _store_turn(self, turn: TurnState) -> TurnResult:
         """The sources the answer used and the review reason, then both messages and the memory (one transaction)."""
@@ -260,6 +286,8 @@ class Counselor:
                              change=change)
         if turn.model_answer is not None:
             stored.extra["model_answer"] = turn.model_answer  # what the model said, for evaluation; never shown
+        if turn.first_shown_ms is not None:
+            stored.extra["first_shown_ms"] = turn.first_shown_ms  # an LLM turn: when the student saw its first text
         return stored
 
     # ------------------------------------------------------------------ helpers
@@ -267,7 +295,7 @@ class Counselor:
         """Why a counselor should read this answer, with its priority (lower first), or None."""
         if turn.assessment.level == "concern":
             return reasons.CONCERN
-        if turn.guard == "replaced":
+        if turn.guard in ("replaced", "cut"):
             return reasons.FACT_GUARD
         if turn.retrieval.confidence < self.retriever.embedder.low_similarity and not turn.facts_now:
             return reasons.LOW_CONFIDENCE

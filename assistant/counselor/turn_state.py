@@ -25,6 +25,9 @@ class CounselorConfig:
     history_budget: int = 600  # tokens of recent turns offered to the prompt (render_prompt may cut more)
     idle_timeout: Any = None  # timedelta | None
     crisis_handoff: str | None = None  # who is notified of a crisis and how (JINRO_CRISIS_HANDOFF); None: nobody
+    # evaluation only: after the fact guard stopped showing an LLM's answer, let the model finish it anyway, so the
+    # stored `model_answer` is what it would have said (a turn then costs the whole generation)
+    finish_model_answer: bool = False
 
 
 @dataclass
@@ -69,15 +72,21 @@ class TurnState:
     query: str = ""  # understand
     retrieval: RetrievalResult | None = None  # retrieve
     request: GenerationRequest | None = None  # choose: the rendered prompt and the parts it was rendered from
-    answer: str = ""  # generate; guard may replace it
-    guard: str | None = None  # guard: "passed" | "replaced" (None: a composed answer, nothing to guard)
-    model_answer: str | None = None  # guard: the LLM answer it replaced, for evaluation; never shown
+    answer: str = ""  # generate: what the student saw
+    guard: str | None = None  # generate, an LLM's: "passed" | "cut" (the grounded answer finished it) | "replaced"
+    model_answer: str | None = None  # generate: what the LLM generated when the guard stopped it; never shown
+    first_shown_ms: float | None = None  # generate, an LLM's: ms from the turn's start to the first text shown
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def remembered(self) -> list[OccupationFacts]:
         """The occupations this turn puts into facts memory: none when it asked about any of a list (the student
         has not said which one they mean yet)."""
         return [] if self.reference is not None and self.reference.kind == "list" else self.facts_now
+
+    def first_shown(self) -> None:
+        if self.first_shown_ms is None:
+            self.first_shown_ms = round((time.perf_counter() - self.started) * 1000, 2)
 
     def lap(self, stage: str) -> None:
         """Record the time since the last lap under `stage`."""

@@ -75,7 +75,7 @@ def evaluate_dialogue(counselor: Counselor, scenarios: list[Scenario], *,
         cited += ok_cite
         answered += ok_answer
         model_answered += ok_own
-        replaced += result.fact_guard == "replaced"
+        replaced += result.fact_guard in ("replaced", "cut")
         if sc.type:
             by_type.setdefault(sc.type, []).append((ok_cite, ok_answer))
         answers.append({"name": sc.name, "turns": list(sc.turns), "answer": result.answer, "fact_guard": result.fact_guard,

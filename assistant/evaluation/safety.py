@@ -9,6 +9,8 @@ also given per category, the concern level is counted, and `crisis_recall_with_c
 that got at least the concern check-in.  `errors` lists every example whose flag or category
 was wrong — except for a blind file (its name contains "blind"), whose errors are never returned: only aggregates.
 `false_positive_rates` measures the crisis flag on every ChatbotData question and every career question in data/eval/.
+Both screen as a turn does when given the same `embedder` (the crisis classifier's sentence embedder, e5-small; None
+for the rules and n-grams alone).
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant.evaluation.blind import is_blind
 from assistant.safety.bank import BankItem, chatbot_questions, eval_career_questions, read_items
 from assistant.safety.crisis import CATEGORIES, detect_crisis
+
+if TYPE_CHECKING:
+    from ingest.embedding import Embedder
 
 
 def load_examples(path: str | Path) -> list[BankItem]:
@@ -31,10 +37,10 @@ def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
 
-def evaluate_safety(path: str | Path, *, careful: bool = False) -> dict:
+def evaluate_safety(path: str | Path, *, careful: bool = False, embedder: Embedder | None = None) -> dict:
     """Precision/recall/F1 of the crisis flag, per-category recall, concern counts, errors and latency."""
     examples = load_examples(path)
-    detect_crisis("워밍업 죽겠다", careful=careful)  # load the model and Kiwi before timing
+    detect_crisis("워밍업 죽겠다", careful=careful, embedder=embedder)  # load the model and Kiwi before timing
     tp = fp = fn = tn = category_ok = net = 0
     per_cat = {c: [0, 0] for c in CATEGORIES}  # caught, total
     concern = {"gold": 0, "flagged_concern": 0, "flagged_crisis": 0, "none_flagged_concern": 0}
@@ -42,7 +48,7 @@ def evaluate_safety(path: str | Path, *, careful: bool = False) -> dict:
     errors, times = [], []
     for ex in examples:
         t0 = time.perf_counter()
-        got = detect_crisis(ex.text, careful=careful, context=ex.turns[:-1])
+        got = detect_crisis(ex.text, careful=careful, context=ex.turns[:-1], embedder=embedder)
         times.append((time.perf_counter() - t0) * 1000.0)
         gold_crisis = ex.level == "crisis"
         if gold_crisis:
@@ -88,10 +94,10 @@ def evaluate_safety(path: str | Path, *, careful: bool = False) -> dict:
     }
 
 
-def false_positive_rates() -> dict:
+def false_positive_rates(embedder: Embedder | None = None) -> dict:
     """The crisis flag on every ChatbotData question and every career question of data/eval/ (all labelled none)."""
     out = {}
     for name, texts in (("chatbot_data", chatbot_questions()), ("career_questions", eval_career_questions())):
-        flagged = sum(detect_crisis(t).crisis for t in texts)
+        flagged = sum(detect_crisis(t, embedder=embedder).crisis for t in texts)
         out[name] = {"n": len(texts), "crisis": flagged, "rate": _ratio(flagged, len(texts))}
     return out

@@ -2,6 +2,10 @@
 facts and passages it was given, and the levels and certificates it gives an occupation must be that occupation's.
 Small tuned models do invent such names, and copy them from the wrong passage; an answer that does is replaced by
 the `grounded` answer for that turn (the counselor counts it and queues it for review).
+
+`SentenceGuard` applies the same checks while the answer streams: a sentence is shown only once the answer up to
+and including it passes, so the student reads the model's answer as it is generated, and at the first sentence that
+fails the counselor stops the model and finishes with the grounded answer.
 """
 
 from __future__ import annotations
@@ -106,6 +110,56 @@ def misattributed_levels(answer: str, parts: PromptParts) -> list[str]:
         return []
     allowed = {m.group(0) for _, edu, _ in _about(answer, parts) for m in _LEVEL.finditer(edu)}
     return [level for level in levels if level not in allowed]
+
+
+_SENTENCE_END = re.compile(r"[.!?。…~]+[\"')\]]*(?=\s)|\n")  # the end of a sentence once whitespace follows it
+
+
+class SentenceGuard:
+    """Feed it an LLM's pieces as they come; it returns the text that may be shown now: whole sentences, each once
+    the answer up to and including it passes `check_answer` and does not repeat the instructions. After the first
+    sentence that fails, `failed` holds the report and nothing more is shown. `finish()` at the end of the
+    generation checks what is left after the last sentence end."""
+
+    def __init__(self, parts: PromptParts, persona: str,
+                 occupation_mentions: Callable[[str], Iterable[str]] | None = None) -> None:
+        self.parts, self.persona, self.mentions = parts, persona, occupation_mentions
+        self.shown = ""  # what passed, as shown
+        self.generated = ""  # everything the model produced (for evaluation and review)
+        self.failed: GuardReport | None = None
+        self._pending = ""
+
+    def _passes(self, text: str) -> bool:
+        answer = self.shown + text
+        report = check_answer(answer, self.parts, self.mentions)
+        if leaks_instructions(answer, self.persona):
+            report = GuardReport(False, [*report.unsupported, "instructions"])
+        if not report.ok:
+            self.failed = report
+        return report.ok
+
+    def feed(self, piece: str) -> str:
+        self.generated += piece
+        if self.failed is not None:
+            return ""
+        self._pending += piece
+        out = []
+        while (m := _SENTENCE_END.search(self._pending)) is not None:
+            sentence = self._pending[: m.end()]
+            if not self._passes(sentence):
+                return "".join(out)
+            self.shown += sentence
+            out.append(sentence)
+            self._pending = self._pending[m.end():]
+        return "".join(out)
+
+    def finish(self) -> str:
+        """The rest after the last sentence end, when it passes (call once the model has stopped)."""
+        rest, self._pending = self._pending, ""
+        if self.failed is not None or not rest.strip() or not self._passes(rest):
+            return ""
+        self.shown += rest
+        return rest
 
 
 def leaks_instructions(answer: str, persona: str, window: int = 24) -> bool:

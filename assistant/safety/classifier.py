@@ -16,6 +16,13 @@ the non-crisis sources listed there, and shipped as data/safety/crisis_model.npz
 A long message is scored in overlapping windows of `WINDOW` compact characters and the most alarming window counts,
 so a crisis at the end of a 2,000-character rant is not diluted.  Scoring a chat-sized message takes well under a
 millisecond.
+
+The sentence head (`SentenceHead`): a small network (one hidden layer) over the message's multilingual-e5-small
+query vector (centred on the training mean), which reads meaning where the n-grams read words ("다들 나 없으면 편할
+거야" without a cue word).  With a vector, the model's probabilities are `mix` × the n-gram head's (its most alarming
+window) + (1 − mix) × the sentence head's (the whole message), and the `sentence` thresholds apply; without one (no
+e5-small engine on this platform: the runtime says so in /readyz) the n-gram head alone decides with its own
+thresholds.  Both sets of thresholds are chosen on dev folds by the same rule (`assistant.safety.train`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -76,19 +84,51 @@ class Thresholds:
     concern: float  # P(concern or crisis) for a concern
 
 
+@dataclass(frozen=True)
+class SentenceHead:
+    """A one-hidden-layer network (ReLU, softmax over `LABELS`) over a sentence embedder's query vector, centred on
+    the training mean, re-normalised and multiplied by `scale`: `model_id` names the embedder it was trained on,
+    `mix` is the n-gram head's share of the mixed probabilities, `thresholds` apply to the mixture."""
+
+    model_id: str
+    mean: np.ndarray  # (dim,)
+    scale: float
+    hidden_weights: np.ndarray  # (dim, hidden)
+    hidden_bias: np.ndarray  # (hidden,)
+    weights: np.ndarray  # (hidden, labels)
+    bias: np.ndarray  # (labels,)
+    mix: float
+    thresholds: Thresholds
+
+    def probabilities(self, vector: np.ndarray) -> np.ndarray:
+        if vector.shape != self.mean.shape:
+            raise SafetyModelError(f"the crisis model's sentence head reads {self.mean.shape[0]}-d {self.model_id} "
+                                   f"vectors, got shape {vector.shape} — pass that embedder's query vector")
+        v = vector.astype(np.float32) - self.mean
+        v *= self.scale / max(float(np.linalg.norm(v)), 1e-6)
+        z = np.maximum(v @ self.hidden_weights + self.hidden_bias, 0.0) @ self.weights + self.bias
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+
 class CrisisModel:
-    """The shipped classifier: `probabilities(text)` over `LABELS`."""
+    """The shipped classifier: `probabilities(text, embed=…)` over `LABELS`; `thresholds_for(embedded)`."""
 
     def __init__(self, rows: np.ndarray, weights: np.ndarray, bias: np.ndarray, thresholds: Thresholds,
-                 bank_sha256: str = "") -> None:
+                 bank_sha256: str = "", sentence: SentenceHead | None = None) -> None:
         if weights.shape != (len(rows), len(LABELS)) or bias.shape != (len(LABELS),):
             raise SafetyModelError(f"crisis model has weights {weights.shape} for {len(rows)} rows and bias "
                                    f"{bias.shape}; expected {len(LABELS)} labels — rebuild it: python -m assistant.safety.train")
         self.dense = np.zeros((N_FEATURES, len(LABELS)), dtype=np.float32)
         self.dense[rows] = weights
         self.bias = bias.astype(np.float32)
-        self.thresholds = thresholds
+        self.thresholds = thresholds  # the n-gram head's alone
         self.bank_sha256 = bank_sha256
+        self.sentence = sentence
+
+    def thresholds_for(self, embedded: bool) -> Thresholds:
+        """The thresholds for probabilities computed with (`sentence`) or without the sentence head."""
+        return self.sentence.thresholds if embedded and self.sentence is not None else self.thresholds
 
     def _scores(self, text: str, signals: tuple[str, ...] | None = None) -> np.ndarray:
         idx, val = features(text, signals)
@@ -96,23 +136,35 @@ class CrisisModel:
         e = np.exp(z - z.max())
         return e / e.sum()
 
-    def probabilities(self, text: str, signals: tuple[str, ...] | None = None) -> dict[str, float]:
-        """P(label) for the message; a long message takes its most alarming window."""
-        best = None
+    def probabilities(self, text: str, signals: tuple[str, ...] | None = None,
+                      embed: Callable[[str], np.ndarray] | None = None) -> dict[str, float]:
+        """P(label) for the message; a long message takes its most alarming window. `embed`: the sentence head's
+        embedder (text → query vector), given the scored text — the whole of a chat-sized message, the most
+        alarming window of a long one (a 2,000-character rant is not embedded whole)."""
+        best, best_part = None, text
         parts = windows(text)
         for part in parts:  # the caller's rule signals are for the whole text: they serve only when it is one window
             p = self._scores(part, signals if len(parts) == 1 else None)
             if best is None or p[2:].sum() > best[2:].sum():
-                best = p
+                best, best_part = p, part
+        if embed is not None and self.sentence is not None:
+            best = self.sentence.mix * best + (1 - self.sentence.mix) * self.sentence.probabilities(embed(best_part))
         return {label: float(v) for label, v in zip(LABELS, best)}
 
     def save(self, path: Path) -> None:
         used = np.flatnonzero(np.abs(self.dense).sum(axis=1) > 0)
         t = self.thresholds
         path.parent.mkdir(parents=True, exist_ok=True)
+        head = self.sentence
+        extra = {} if head is None else {
+            "sentence_model": np.array(head.model_id), "sentence_mean": head.mean.astype(np.float32),
+            "sentence_scale": np.array(head.scale), "sentence_hidden_weights": head.hidden_weights.astype(np.float16),
+            "sentence_hidden_bias": head.hidden_bias.astype(np.float32),
+            "sentence_weights": head.weights.astype(np.float32), "sentence_bias": head.bias.astype(np.float32),
+            "sentence_mix": np.array(head.mix), "sentence_thresholds": _as_array(head.thresholds)}
         np.savez_compressed(path, rows=used.astype(np.int32), weights=self.dense[used].astype(np.float16),
-                            bias=self.bias, thresholds=np.array([t.crisis, t.watch, t.careful, t.context, t.concern]),
-                            labels=np.array(LABELS), bank_sha256=np.array(self.bank_sha256))
+                            bias=self.bias, thresholds=_as_array(t), labels=np.array(LABELS),
+                            bank_sha256=np.array(self.bank_sha256), **extra)
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> CrisisModel:
@@ -124,10 +176,20 @@ class CrisisModel:
                     raise SafetyModelError(f"{path}: labels {z['labels'].tolist()} differ from {LABELS} — rebuild it: "
                                            "python -m assistant.safety.train")
                 t = Thresholds(*(float(v) for v in z["thresholds"]))
-                return cls(z["rows"], z["weights"].astype(np.float32), z["bias"], t, str(z["bank_sha256"]))
+                head = None
+                if "sentence_model" in z.files:
+                    head = SentenceHead(str(z["sentence_model"]), z["sentence_mean"], float(z["sentence_scale"]),
+                                        z["sentence_hidden_weights"].astype(np.float32), z["sentence_hidden_bias"],
+                                        z["sentence_weights"], z["sentence_bias"], float(z["sentence_mix"]),
+                                        Thresholds(*(float(v) for v in z["sentence_thresholds"])))
+                return cls(z["rows"], z["weights"].astype(np.float32), z["bias"], t, str(z["bank_sha256"]), head)
         except (OSError, ValueError, KeyError) as exc:
             raise SafetyModelError(f"{path}: unreadable crisis model ({exc}) — rebuild it: "
                                    "python -m assistant.safety.train") from exc
+
+
+def _as_array(t: Thresholds) -> np.ndarray:
+    return np.array([t.crisis, t.watch, t.careful, t.context, t.concern])
 
 
 _model: CrisisModel | None = None

@@ -1,6 +1,7 @@
 """Train the crisis classifier and choose its thresholds, on dev data only.
 
-    python -m assistant.safety.train            # writes data/safety/crisis_model.npz and prints the dev figures
+    python -m assistant.safety.train                        # writes data/safety/crisis_model.npz, prints dev figures
+    python -m assistant.safety.train --cache /tmp/e5.npz    # keep the e5 vectors (~5 min to embed) for re-runs
 
 Training data (assistant.safety.bank): the dev half of the bank (context windows read as their turns joined by
 spaces, as `detect_crisis` reads them), data/eval/safety_dev.jsonl, the dev half of ChatbotData questions the rules neither flag nor read as
@@ -14,24 +15,35 @@ Thresholds come from out-of-fold probabilities (5 folds grouped by situation) on
              raised where needed to flag at most CAREFUL_FP_BUDGET of ChatbotData and no template career question;
     context  the crisis budget, on the last few turns read together;
     concern  the best F1 of concern-or-crisis against none.
+
+The sentence head (a one-hidden-layer network over each message's e5-small query vector, classes balanced by
+repeating the rarer ones) is trained on the same data;
+its share beside the n-gram head (`mix`) is the one of MIXES whose out-of-fold probabilities catch the most dev
+crisis messages at the crisis threshold, and the mixture gets its own thresholds by the rules above.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 from scipy.sparse import csr_matrix
 
 from assistant.safety.bank import BANK_FILES, OLD_DEV, career_questions, chatbot_questions, load_bank, read_items, split_of
 from assistant.safety.classifier import (
-    CRISIS_LABELS, LABELS, MODEL_PATH, N_FEATURES, CrisisModel, Thresholds, features, file_sha256,
+    CRISIS_LABELS, LABELS, MODEL_PATH, CrisisModel, SentenceHead, Thresholds, features, file_sha256,
 )
 from assistant.safety.rules import match_rules
 from assistant.text_features import matrix as text_matrix
 
 C = 32.0  # inverse L2 strength, chosen on dev folds (8-64 tried)
+SENTENCE_HIDDEN, SENTENCE_ALPHA, SENTENCE_EPOCHS = 256, 1e-3, 60  # chosen on dev folds (logistic regression, C 1-32: -0.03)
+SENTENCE_SCALE = 4.9  # the centred, normalised vector's length the network reads (~ sqrt(dim) / 4)
+SENTENCE_MODEL = "e5-small"
+MIXES = (0.5, 0.6, 0.7, 0.8, 0.9)  # the n-gram head's share tried
 RECALL_TARGET, RECALL_TARGET_CAREFUL, FP_BUDGET, CAREFUL_FP_BUDGET = 0.98, 0.99, 0.003, 0.05  # FP: 0.5% target less a margin
 FOLDS, SEED = 5, 15
 
@@ -58,7 +70,37 @@ def matrix(texts: list[str]) -> csr_matrix:
     return text_matrix(texts, features)
 
 
-def fit(x: csr_matrix, y: np.ndarray):
+def sentence_vectors(texts: list[str], cache: Path | None = None) -> np.ndarray:
+    """Each text's e5-small query vector (`cache`: an .npz of texts and vectors, read and extended)."""
+    from rich.progress import Progress
+
+    from ingest.embedding import load_embedder
+
+    known: dict[str, np.ndarray] = {}
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            known = dict(zip(z["texts"].tolist(), z["vectors"]))
+    missing = sorted(set(texts) - set(known))
+    if missing:
+        embedder = load_embedder(SENTENCE_MODEL)
+        with Progress() as progress:
+            task = progress.add_task(f"embedding {len(missing)} messages with {SENTENCE_MODEL}", total=len(missing))
+            for i in range(0, len(missing), 64):
+                batch = missing[i : i + 64]
+                known.update(zip(batch, embedder.embed_query(batch)))
+                progress.advance(task, len(batch))
+        if cache is not None:
+            np.savez(cache, texts=np.array(list(known)), vectors=np.stack(list(known.values())))
+    return np.stack([known[t] for t in texts]).astype(np.float32)
+
+
+def centred(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    v = vectors - mean
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)
+
+
+def fit(x, y: np.ndarray):
+    """The n-gram head: logistic regression, classes balanced by weight (capped)."""
     from sklearn.linear_model import LogisticRegression  # training only: the product scores with numpy
 
     present = np.unique(y)
@@ -67,14 +109,38 @@ def fit(x: csr_matrix, y: np.ndarray):
     return LogisticRegression(C=C, max_iter=3000, class_weight=weight).fit(x, y)
 
 
-def out_of_fold(x: csr_matrix, y: np.ndarray, groups: list[str]) -> np.ndarray:
+def fit_sentence(x: np.ndarray, y: np.ndarray):
+    """The sentence head: an MLP on the scaled vectors, each rarer class repeated up to 8 times."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    counts = np.bincount(y, minlength=len(LABELS))
+    repeat = np.clip(counts.max() / (counts + 1) / 3, 1, 8).astype(int)
+    rows = np.concatenate([np.repeat(np.flatnonzero(y == k), repeat[k]) for k in range(len(LABELS))])
+    with warnings.catch_warnings():  # a fixed number of epochs, chosen on dev folds
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return MLPClassifier(hidden_layer_sizes=(SENTENCE_HIDDEN,), alpha=SENTENCE_ALPHA, max_iter=SENTENCE_EPOCHS,
+                             random_state=SEED).fit(x[rows], y[rows])
+
+
+def out_of_fold(x, y: np.ndarray, groups: list[str], fit_head=fit) -> np.ndarray:
     from sklearn.model_selection import GroupKFold
 
     proba = np.zeros((len(y), len(LABELS)))
     for train, test in GroupKFold(n_splits=FOLDS).split(x, y, groups):
-        model = fit(x[train], y[train])
+        model = fit_head(x[train], y[train])
         proba[np.ix_(test, model.classes_)] = model.predict_proba(x[test])
     return proba
+
+
+def _weights(coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs × labels) weights and the bias of an output layer over `classes`, with every label (one training
+    never saw scores -30)."""
+    weights = np.zeros((coef.shape[0], len(LABELS)), dtype=np.float32)
+    weights[:, classes] = coef
+    bias = np.full(len(LABELS), -30.0, dtype=np.float32)
+    bias[classes] = intercept
+    return weights, bias
 
 
 def _budget(p_neg: np.ndarray, fp_budget: float) -> float:
@@ -122,28 +188,43 @@ def choose_thresholds(proba: np.ndarray, y: np.ndarray, kinds: list[str]) -> tup
     return th, report
 
 
-def train(out=MODEL_PATH) -> dict:
+def train(out: Path = MODEL_PATH, cache: Path | None = None) -> dict:
     t0 = time.perf_counter()
     texts, labels, groups, kinds = training_set()
     y = np.array([LABELS.index(label) for label in labels])
     x = matrix(texts)
-    th, report = choose_thresholds(out_of_fold(x, y, groups), y, kinds)
-    model = fit(x, y)
-    weights = np.zeros((N_FEATURES, len(LABELS)), dtype=np.float32)
-    weights[:, model.classes_] = model.coef_.T
-    bias = np.full(len(LABELS), -30.0, dtype=np.float32)
-    bias[model.classes_] = model.intercept_
+    oof_ngrams = out_of_fold(x, y, groups)
+    th, report = choose_thresholds(oof_ngrams, y, kinds)
+    vectors = sentence_vectors(texts, cache)
+    mean = vectors.mean(axis=0)
+    e = centred(vectors, mean) * SENTENCE_SCALE
+    oof_sentence = out_of_fold(e, y, groups, fit_sentence)
+    tried = {mix: choose_thresholds(mix * oof_ngrams + (1 - mix) * oof_sentence, y, kinds) for mix in MIXES}
+    mix = max(MIXES, key=lambda m: (tried[m][1]["dev_oof_recall_crisis"], -tried[m][1]["dev_oof_fp_hard_negatives"]))
+    th_mixed, report_mixed = tried[mix]
+    ngrams = fit(x, y)
+    weights, bias = _weights(ngrams.coef_.T, ngrams.intercept_, ngrams.classes_)
     used = np.flatnonzero(np.abs(weights).sum(axis=1) > 0)
-    CrisisModel(used, weights[used], bias, th, file_sha256(BANK_FILES["dev"])).save(out)
+    net = fit_sentence(e, y)
+    head = SentenceHead(SENTENCE_MODEL, mean, SENTENCE_SCALE, net.coefs_[0], net.intercepts_[0],
+                        *_weights(net.coefs_[1], net.intercepts_[1], net.classes_), mix, th_mixed)
+    CrisisModel(used, weights[used], bias, th, file_sha256(BANK_FILES["dev"]), head).save(out)
     counts = {label: labels.count(label) for label in LABELS}
-    return {"examples": len(texts), "per_label": counts, "thresholds": th.__dict__, **report,
+    return {"examples": len(texts), "per_label": counts, "ngrams": {"thresholds": th.__dict__, **report},
+            "ngrams+sentence": {"mix": mix, "thresholds": th_mixed.__dict__, **report_mixed},
+            "mixes_tried": {m: tried[m][1]["dev_oof_recall_crisis"] for m in MIXES},
             "crisis_labels": list(CRISIS_LABELS), "seconds": round(time.perf_counter() - t0, 1), "model": str(out)}
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
     import json
 
-    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
-        print(__doc__)
-        raise SystemExit(0)
-    print(json.dumps(train(), ensure_ascii=False, indent=1))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=MODEL_PATH, help="where to write the model")
+    parser.add_argument("--cache", type=Path, help="an .npz of e5 vectors already computed (read and extended)")
+    args = parser.parse_args(argv)
+    print(json.dumps(train(args.out, args.cache), ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -16,13 +16,21 @@ class ScriptedGenerator(Generator):
     def __init__(self, answer: str, context_window: int = 2048) -> None:
         self.answer, self.context_window = answer, context_window
         self.requests: list[GenerationRequest] = []
+        self.pieces_out = 0  # pieces handed out so far (a guard that stops the model stops this count)
+        self.closed = False
 
     def count_tokens(self, text: str) -> int:
         return len(text)  # one token per character: a strict budget
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         self.requests.append(request)
-        yield from (self.answer[i : i + 5] for i in range(0, len(self.answer), 5))
+        self.pieces_out, self.closed = 0, False
+        try:
+            for i in range(0, len(self.answer), 5):
+                self.pieces_out += 1
+                yield self.answer[i : i + 5]
+        finally:
+            self.closed = True
 
 
 class RecordingGrounded(GroundedGenerator):

@@ -31,7 +31,7 @@ from assistant.counselor.turn import Counselor, CounselorConfig
 from assistant.evaluation.retrieval import Question
 from assistant.generation.grounded import GroundedGenerator
 from assistant.retrieval.hybrid import HybridRetriever
-from assistant.runtime import Runtime
+from assistant.runtime import Runtime, screen_embedder
 from db.models import Document
 from db.settings import Settings
 from ingest.embedding import Embedder
@@ -198,4 +198,6 @@ def make_runtime(kb: KB, embedder: Embedder, *, idle_minutes: int | None = 60 * 
     retriever = HybridRetriever(k.factory, k.embedder, k.store(), background=True)
     config = CounselorConfig(review_sample_rate=review_sample_rate,
                              idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None)
-    return Runtime(k, retriever, Counselor(k.factory, retriever, GroundedGenerator(), config))
+    screen, layers = screen_embedder(retriever.embedder)  # as build_runtime: the crisis screen reads e5 vectors
+    return Runtime(k, retriever, Counselor(k.factory, retriever, GroundedGenerator(), config, screen_embedder=screen),
+                   layers)

@@ -200,3 +200,13 @@ def test_the_qwen_alias_says_how_to_install_its_parts():
 def test_chat_mode_needs_a_chat_template(tiny):
     with pytest.raises(GenerationError, match="no chat template"):
         TransformersGenerator(str(tiny), device="cpu", chat=True)
+
+
+def test_not_enough_memory_is_a_clear_error_before_loading():
+    from assistant.generation.models import available_memory, check_memory
+
+    with pytest.raises(GenerationError, match=r"needs about 6\.5 GiB .* 2\.0 GiB is available"):
+        check_memory(int(6.5 * 2**30), "qwen.gguf in torch.float32", 2 * 2**30)
+    check_memory(2**30, "a small model", 2 * 2**30)  # fits
+    check_memory(2**40, "anything", None)  # unknown: no check
+    assert available_memory() is None or available_memory() > 0

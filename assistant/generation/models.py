@@ -103,6 +103,25 @@ def qwen_gguf_path() -> Path:
     return join_parts(qwen_part_files(), cache / QWEN_FILE, QWEN_SIZE, QWEN_SHA256)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux: MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(need: int, what: str, available: int | None) -> None:
+    """GenerationError when `available` bytes (None: unknown, no check) cannot hold `need` bytes for `what`."""
+    if available is not None and available < need:
+        raise GenerationError(
+            f"loading {what} needs about {need / 2**30:.1f} GiB of memory and {available / 2**30:.1f} GiB is "
+            "available: stop other processes, or use a smaller model (JINRO_GENERATOR=grounded needs none)")
+
+
 def resolve_model(model: str, gguf_file: str | None = None) -> tuple[str, str | None]:
     """(directory or hub id, gguf file name). Accepts the aliases `gemma3-270m-gguf` and `qwen2.5-coder-1.5b`
     and a path to a `.gguf` file."""

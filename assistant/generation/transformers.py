@@ -22,8 +22,8 @@ from assistant.counselor.prompt import EOS_MARKER
 from assistant.errors import GenerationError
 from assistant.generation.base import GenerationRequest, cut_at_stop
 from assistant.generation.models import (
-    QWEN_GGUF_ALIAS, encode_prompt, load_adapter, load_causal_lm, load_tokenizer, pick_device, pick_dtype,
-    read_adapter_info, resolve_model,
+    QWEN_GGUF_ALIAS, available_memory, check_memory, encode_prompt, load_adapter, load_causal_lm, load_tokenizer,
+    pick_device, pick_dtype, read_adapter_info, resolve_model,
 )
 
 
@@ -75,6 +75,10 @@ class TransformersGenerator:
         torch_dtype = pick_dtype(dtype, dev)
         self.chat = chat if chat is not None else model == QWEN_GGUF_ALIAS
         model, gguf_file, convert_to = self._converted(model, gguf_file, torch_dtype, cache_dir)
+        if gguf_file is not None and dev == "cpu":  # dequantized at load: Q4 weights grow ~6x in fp32
+            path = Path(resolve_model(model, gguf_file)[0]) / gguf_file
+            factor = 6 if torch_dtype.itemsize == 4 else 3
+            check_memory(path.stat().st_size * factor, f"{path.name} in {torch_dtype}", available_memory())
         tokenizer = load_tokenizer(model, gguf_file)
         lm = load_causal_lm(model, gguf_file, dtype=torch_dtype)
         if convert_to is not None:

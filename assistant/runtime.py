@@ -7,6 +7,7 @@ takes those plain values directly (tests and benchmarks).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -56,14 +57,10 @@ def screen_embedder(retrieval: Embedder, *, e5_engine: str | None = None) -> tup
         return None, f"rules + n-grams: {exc.args[0].split(' — ')[0]}"
 
 
-_engines: dict[tuple[str, str | None], Embedder] = {}
-
-
+@functools.cache
 def _own_engine(spec: str, e5_engine: str | None) -> Embedder:
     """One engine per process, however many runtimes it builds."""
-    if (spec, e5_engine) not in _engines:
-        _engines[(spec, e5_engine)] = load_embedder(spec, threads=1, e5_engine=e5_engine)
-    return _engines[(spec, e5_engine)]
+    return load_embedder(spec, threads=1, e5_engine=e5_engine)
 
 
 @dataclass

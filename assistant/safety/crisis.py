@@ -10,8 +10,8 @@
 
 Two layers decide, and either one is enough for a crisis (the decision favours recall):
 - the rules (assistant.safety.rules): weighted cues, explainable, a floor that tests pin down;
-- the classifier (assistant.safety.classifier): a linear model over character/jamo/word n-grams, mixed with one over
-  the message's multilingual-e5-small vector when an `embedder` is given, trained on the crisis bank (data/safety/);
+- the classifier (assistant.safety.classifier): a linear model over character/jamo/word n-grams, mixed with a small
+  network over the message's multilingual-e5-small vector when an `embedder` is given, trained on the crisis bank (data/safety/);
   it catches indirect phrasings the cues never saw.
 Careful mode (after an earlier crisis in the session) lowers both thresholds.  With `context` (the student's
 previous turns, oldest first) the last `CONTEXT_TURNS` turns are also read together, so a signal split over turns

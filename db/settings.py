@@ -41,6 +41,10 @@ class Settings(BaseSettings):
 
     generator: str = "grounded"
     """`grounded` (no LLM, offline default), `transformers:<hub id or path>` or `openai:<base URL>`."""
+    understanding: Literal["classifier", "llm"] = "classifier"
+    """How a turn's question types and occupation are read: `classifier` (the learned classifier and the name
+    lookup, under a millisecond) or `llm` (the generator's LLM proposes them first, checked against the DB; a
+    transformers or openai generator only; seconds a turn on CPU)."""
     adapter: str | None = None
     """A PEFT LoRA adapter directory for the transformers generator (from `finetune train`)."""
     openai_model: str = "counselor"

@@ -589,6 +589,7 @@ def test_health_ready_metrics(client: TestClient, H: dict) -> None:
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "index": "ok"}
     assert ready.json()["embedder"] == {"configured": "e5-small", "model": "e5-small", "notes": []}
     assert ready.json()["safety"] == "rules + n-grams + e5-small"  # the crisis screen reads the retriever's e5 vectors
+    assert ready.json()["generator"] == {"name": "grounded", "understanding": "classifier"}
     sid = new_session(client, H["client"])
     turn(client, H["client"], sid, "요즘 너무 힘들어서 죽고 싶어요")
     text = client.get("/metrics").text

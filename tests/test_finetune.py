@@ -266,6 +266,9 @@ def test_config_overrides_and_errors(tmp_path):
     assert cfg.optim.lr == 1e-5 and cfg.batch.max_steps == 7 and "dense_h_to_4h" in cfg.lora.target_modules
     assert load_config(ROOT / "finetune/configs/gemma3-270m-cpu.yaml").model == "gemma3-270m-gguf"
     assert load_config(ROOT / "finetune/configs/polyglot-ko-12.8b.yaml").quantization == "4bit"
+    qwen = load_config(ROOT / "finetune/configs/qwen2.5-coder-1.5b-cpu.yaml")
+    assert (qwen.model, qwen.dtype, qwen.device) == ("qwen2.5-coder-1.5b", "bf16", "cpu")
+    assert {"q_proj", "o_proj", "gate_proj", "down_proj"} <= set(qwen.lora.target_modules)
     with pytest.raises(ConfigError, match="valid here: optim.lr"):
         load_config(None, ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="key=value"):

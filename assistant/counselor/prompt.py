@@ -105,6 +105,7 @@ class PromptParts:
     history: tuple[Turn, ...] = ()  # oldest first
     question: str = ""
     ask_which: bool = False  # the question may mean any of the fact blocks: answer it for each, then ask which
+    asked: tuple[str, ...] = ()  # the question types turn understanding settled (empty: the composer classifies)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@
                  mode and an urgent review, and is stored; a concern turn gets a fixed
                  check-in before its answer and a review
     understand   occupations the turn names, else the one in focus when the student   facts
-                 refers back to it; the intent; the retrieval query (the turn + the
-                 occupation in play + interests from earlier turns)
+                 refers back to it; the intent; the retrieval query (the turn + the      (understand: the
+                 occupation in play + interests from earlier turns); optionally an LLM   LLM's reading)
+                 reads the types and the occupation first (llm_understanding.py)
     update       the dialogue state: profile slots, facts memory                       facts
     retrieve     hybrid search with re-ranking                                         retrieval
     choose       what to answer from: the occupation in focus (an open question's      prompt
@@ -47,6 +48,7 @@ from assistant.counselor.fact_block import fact_block
 from assistant.counselor.question_types import classify
 from assistant.counselor.references import resolve, shown_by
 from assistant.counselor.turn_state import CounselorConfig, TurnResult, TurnState
+from assistant.counselor.llm_understanding import LLMTurnReader
 from assistant.counselor.understanding import refers_back
 from assistant.counselor.memory import Memory, fold_summary, load_memory, save_memory
 from assistant.counselor.profile import update_profile, without_self_description
@@ -80,11 +82,13 @@ def _facts_json(f: OccupationFacts) -> dict:
 class Counselor:
     def __init__(self, factory: sessionmaker[Session], retriever: HybridRetriever, generator: Generator,
                  config: CounselorConfig | None = None, *, metrics: Any = None, rng: random.Random | None = None,
-                 screen_embedder: Embedder | None = None) -> None:
+                 screen_embedder: Embedder | None = None, reader: LLMTurnReader | None = None) -> None:
         """screen_embedder: the crisis classifier's sentence embedder (e5-small); None screens with rules and
-        n-grams alone (`assistant.runtime.screen_embedder` chooses it)."""
+        n-grams alone (`assistant.runtime.screen_embedder` chooses it). reader: an LLM that reads each turn's
+        question types and occupation first (`JINRO_UNDERSTANDING=llm`); None: the learned classifier and the
+        name lookup alone."""
         self.factory, self.retriever, self.generator = factory, retriever, generator
-        self.screen_embedder = screen_embedder
+        self.screen_embedder, self.reader = screen_embedder, reader
         self.config = config or CounselorConfig()
         self.grounded = generator if isinstance(generator, GroundedGenerator) else GroundedGenerator()
         self.metrics = metrics
@@ -119,6 +123,8 @@ class Counselor:
         if turn.preface:
             yield turn.preface
         self._understand(turn)
+        if turn.frame is not None:
+            turn.lap("understand")
         self._update(turn)
         turn.lap("facts")
         self._retrieve(turn)
@@ -172,6 +178,11 @@ class Counselor:
         memory = turn.memory
         turn.intent = classify(turn.text)
         turn.named = self.retriever.lookup_facts(turn.text)
+        if self.reader is not None:  # the LLM's types; its occupation (checked against the DB) when none is named
+            turn.frame = self.reader.read(turn.text, [t.text for t in memory.history if t.role == "student"])
+            turn.intent = "greeting" if turn.frame.types[0] == "chitchat" else turn.frame.types[0]
+            if not turn.named and turn.frame.occupation is not None and not refers_back(turn.text):
+                turn.named = [turn.frame.occupation]
         turn.facts_now = list(turn.named)
         turn.reference = resolve(turn.text, memory.shown, turn.turn_no, names_one=bool(turn.named))
         if turn.reference is not None:  # one of the occupations the last answer listed, or any of them
@@ -216,7 +227,7 @@ class Counselor:
         history = memory.recent(self.generator.count_tokens, self.config.history_budget)
         parts = PromptParts(persona=self.config.persona, profile_lines=memory.profile.lines(), summary=memory.summary,
                             facts=blocks, passages=passages, history=tuple(history), question=turn.text,
-                            ask_which=ask_which)
+                            ask_which=ask_which, asked=turn.frame.types if turn.frame is not None else ())
         rendered = render_prompt(parts, count_tokens=self.generator.count_tokens,
                                  max_context=self.generator.context_window, reserve_for_answer=self.config.max_new_tokens)
         turn.request = GenerationRequest(rendered.text, rendered.parts, self.config.max_new_tokens, STOP_SEQUENCES)
@@ -230,6 +241,16 @@ class Counselor:
         turn.answer = "".join(pieces).strip()
 
     def _generate_guarded(self, turn: TurnState) -> Iterator[str]:
+        """An LLM's answer under the fact guard, shown as it passes (`stream_guard`) or only once whole."""
+        pieces = self._guarded_pieces(turn)
+        if not self.config.stream_guard:
+            pieces = iter(["".join(pieces)])
+        for piece in pieces:
+            if piece:
+                turn.first_shown()
+                yield piece
+
+    def _guarded_pieces(self, turn: TurnState) -> Iterator[str]:
         """An LLM's answer, sentence by sentence as the fact guard passes the answer up to each one (it must agree
         with the fact blocks and leak no instructions). At the first sentence that fails, the model is stopped and
         the grounded answer finishes the turn: guard "cut" after shown sentences, "replaced" when none had passed."""
@@ -237,26 +258,19 @@ class Counselor:
         pieces = self.generator.stream(turn.request)
         try:
             for piece in pieces:
-                shown = guard.feed(piece)
-                if shown:
-                    turn.first_shown()
-                    yield shown
+                yield guard.feed(piece)
                 if guard.failed is not None and not self.config.finish_model_answer:
                     break
         finally:
             close = getattr(pieces, "close", None)
             if close is not None:
                 close()  # stops the model now (the generators cancel in their `finally`)
-        tail = guard.finish()
-        if tail:
-            turn.first_shown()
-            yield tail
+        yield guard.finish()
         if guard.failed is None and guard.shown.strip():
             turn.guard, turn.answer = "passed", guard.shown.strip()
             return
         turn.guard, turn.model_answer = ("cut" if guard.shown.strip() else "replaced"), guard.generated
         rest = ("\n\n" if guard.shown.strip() else "") + "".join(self.grounded.stream(turn.request)).strip()
-        turn.first_shown()
         yield rest
         turn.answer = (guard.shown + rest).strip()
         if self.metrics is not None:
@@ -286,6 +300,11 @@ class Counselor:
                              change=change)
         if turn.model_answer is not None:
             stored.extra["model_answer"] = turn.model_answer  # what the model said, for evaluation; never shown
+        if turn.frame is not None:  # what the LLM read in the turn, and what the DB check made of it
+            f = turn.frame
+            stored.extra["understanding"] = {"types": list(f.types), "source": f.source, "proposed": f.proposed,
+                                             "occupation": f.occupation.name if f.occupation else None,
+                                             "check": f.check, "ms": f.ms}
         if turn.first_shown_ms is not None:
             stored.extra["first_shown_ms"] = turn.first_shown_ms  # an LLM turn: when the student saw its first text
         return stored

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from assistant.counselor.llm_understanding import TurnFrame
 from assistant.counselor.memory import Memory
 from assistant.counselor.prompt import DEFAULT_PERSONA
 from assistant.counselor.references import Reference
@@ -28,6 +29,10 @@ class CounselorConfig:
     # evaluation only: after the fact guard stopped showing an LLM's answer, let the model finish it anyway, so the
     # stored `model_answer` is what it would have said (a turn then costs the whole generation)
     finish_model_answer: bool = False
+    # an LLM's answer is shown sentence by sentence as the fact guard passes it (True), or only once it is whole and
+    # checked (False: the behaviour before the streaming guard, kept for deployments that want whole answers and for
+    # bench/turn_bench.py's before/after)
+    stream_guard: bool = True
 
 
 @dataclass
@@ -70,6 +75,7 @@ class TurnState:
     facts_now: list[OccupationFacts] = field(default_factory=list)  # understand, choose: what the answer is about
     reference: Reference | None = None  # understand: what "그 직업" / "두 번째 거" means among the listed occupations
     query: str = ""  # understand
+    frame: TurnFrame | None = None  # understand: the LLM's reading of the turn, when one is configured
     retrieval: RetrievalResult | None = None  # retrieve
     request: GenerationRequest | None = None  # choose: the rendered prompt and the parts it was rendered from
     answer: str = ""  # generate: what the student saw

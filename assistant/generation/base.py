@@ -5,10 +5,11 @@ Implementations: `grounded` (no LLM), `transformers` (a local causal LM), `opena
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterator, Protocol, runtime_checkable
 
-from assistant.counselor.prompt import PromptParts
+from assistant.counselor.prompt import EOS_MARKER, PromptParts
 
 
 @dataclass(frozen=True)
@@ -33,3 +34,12 @@ def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     """`text` up to the first stop string, and whether one was found."""
     hits = [text.find(s) for s in stops if s and s in text]
     return (text[:min(hits)], True) if hits else (text, False)
+
+
+def split_persona(prompt: str, persona: str) -> tuple[str | None, str]:
+    """(system, user) for chat mode: the persona the prompt starts with, and the rest with EOS markers removed."""
+    norm = unicodedata.normalize("NFC", persona.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    system = None
+    if norm and prompt.startswith(norm + "\n"):
+        system, prompt = norm, prompt[len(norm):].lstrip("\n")
+    return system, prompt.replace(EOS_MARKER, "")

@@ -136,7 +136,7 @@ def _for_each(blocks: tuple[FactBlock, ...], asked: list[str]) -> list[str]:
 def compose(parts: PromptParts) -> str:
     """The answer: each type the question asks (up to three) about the occupation in focus, or a list of matching
     occupations when there is none (or the turn explores without naming it)."""
-    types = question_types(parts.question)
+    types = parts.asked or question_types(parts.question)
     intent = "greeting" if types[0] == "chitchat" else types[0]
     focus = parts.facts[-1] if parts.facts else None
     if parts.ask_which and len(parts.facts) > 1 and intent not in ("greeting", "other"):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping
 from urllib.parse import urlsplit
@@ -38,7 +37,7 @@ import openai
 
 from assistant.counselor.prompt import EOS_MARKER
 from assistant.errors import GenerationError
-from assistant.generation.base import GenerationRequest, cut_at_stop
+from assistant.generation.base import GenerationRequest, cut_at_stop, split_persona
 from assistant.generation.models import encode_prompt, load_local_tokenizer
 from assistant.generation.openai_failures import (
     ServerFailures,
@@ -317,15 +316,6 @@ def normalize_base_url(base_url: str) -> str:
     return url if parts.path else url + "/v1"
 
 
-def split_persona(prompt: str, persona: str) -> tuple[str | None, str]:
-    """(system, user) for chat mode: the persona the prompt starts with, and the rest with EOS markers removed."""
-    norm = unicodedata.normalize("NFC", persona.replace("\r\n", "\n").replace("\r", "\n")).strip()
-    system = None
-    if norm and prompt.startswith(norm + "\n"):
-        system, prompt = norm, prompt[len(norm):].lstrip("\n")
-    return system, prompt.replace(EOS_MARKER, "")
-
-
 def _read_whole(response: httpx2.Response) -> None:
     """Read a non-streamed body, failing as the client's stream does (its errors are the ones `_attempt` judges)."""
     try:
@@ -348,4 +338,4 @@ class _Broken(Exception):
     """The stream ended or broke before it was complete."""
 
 
-__all__ = ["OpenAIGenerator", "normalize_base_url", "split_persona"]
+__all__ = ["OpenAIGenerator", "normalize_base_url", "split_persona"]  # split_persona: from base

@@ -6,7 +6,7 @@
         print(piece, end="")
 
 An instruct model reads the rendered prompt through its chat template (`chat=True`; the default for the alias
-`qwen2.5-coder-1.5b`): the persona as the system message, the rendered prompt as the user's. A GGUF is dequantized
+`qwen2.5-coder-1.5b`): the persona as the system message, the rendered prompt after it as the user's. A GGUF is dequantized
 at every load (140 s for Qwen 1.5B on two cores); with `cache_dir` the converted weights are saved there once, in the
 load dtype, and later loads read them (10 s).
 """
@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from assistant.counselor.prompt import EOS_MARKER
 from assistant.errors import GenerationError
-from assistant.generation.base import GenerationRequest, cut_at_stop
+from assistant.generation.base import GenerationRequest, cut_at_stop, split_persona
 from assistant.generation.models import (
     QWEN_GGUF_ALIAS, available_memory, check_memory, encode_prompt, load_adapter, load_causal_lm, load_tokenizer,
     pick_device, pick_dtype, read_adapter_info, resolve_model,
@@ -64,7 +64,8 @@ class TransformersGenerator:
         threads: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
-        """chat: read the prompt through the tokenizer's chat template (default: for the Qwen alias only);
+        """chat: read the prompt through the tokenizer's chat template (default: for the Qwen alias, unless the
+        adapter was trained by `finetune train`, which trains on the plain prompt format);
         threads: torch's CPU threads (default: half the cores, at least one — two threads on two busy cores were
         5-8x slower than one); cache_dir: where a GGUF's converted weights are kept between loads."""
         dev = pick_device(device)
@@ -73,7 +74,8 @@ class TransformersGenerator:
 
             torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
         torch_dtype = pick_dtype(dtype, dev)
-        self.chat = chat if chat is not None else model == QWEN_GGUF_ALIAS
+        trained_plain = adapter is not None and bool(read_adapter_info(adapter).get("prompt_format"))
+        self.chat = chat if chat is not None else model == QWEN_GGUF_ALIAS and not trained_plain
         model, gguf_file, convert_to = self._converted(model, gguf_file, torch_dtype, cache_dir)
         if gguf_file is not None and dev == "cpu":  # dequantized at load: Q4 weights grow ~6x in fp32
             path = Path(resolve_model(model, gguf_file)[0]) / gguf_file
@@ -161,7 +163,8 @@ class TransformersGenerator:
         """The prompt's token ids: the prompt format as it is, or inside the chat template (`chat`)."""
         if not self.chat:
             return encode_prompt(self.tokenizer, request.prompt)
-        messages = [{"role": "system", "content": request.parts.persona}, {"role": "user", "content": request.prompt}]
+        system, user = split_persona(request.prompt, request.parts.persona)  # the persona once, as the system's
+        messages = [{"role": "system", "content": system or request.parts.persona}, {"role": "user", "content": user}]
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # a BatchEncoding in newer transformers
 

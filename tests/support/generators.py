@@ -42,3 +42,22 @@ class RecordingGrounded(GroundedGenerator):
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         self.requests.append(request)
         yield from super().stream(request)
+
+
+class ReadingGenerator(ScriptedGenerator):
+    """A stand-in LLM that also reads turns: it answers a turn-understanding request (`LLMTurnReader`'s) with
+    `reading`, every other request with `answer`."""
+
+    def __init__(self, answer: str, reading: str, context_window: int = 4096) -> None:
+        super().__init__(answer, context_window)
+        self.reading = reading
+        self.readings: list[GenerationRequest] = []
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        from assistant.counselor.llm_understanding import INSTRUCTIONS
+
+        if request.parts.persona == INSTRUCTIONS:
+            self.readings.append(request)
+            yield self.reading
+            return
+        yield from super().stream(request)

@@ -50,7 +50,9 @@ def readyz(state: State) -> Response:
     embedder = {"configured": k.embedder_spec, "model": state.runtime.retriever.embedder.model_id,
                 "notes": list(k.embedder_notes)}  # e.g. e5-small's engine could not load: USE v3 in its place
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks, "embedder": embedder,
-                         "safety": state.runtime.safety},
+                         "safety": state.runtime.safety,
+                         "generator": {"name": state.runtime.counselor.generator.name,
+                                       "understanding": "llm" if state.runtime.counselor.reader else "classifier"}},
                         status_code=200 if ok else 503)
 
 

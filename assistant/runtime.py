@@ -28,14 +28,16 @@ from ingest.knowledge import Knowledge, open_knowledge
 
 
 def load_generator(spec: str, *, adapter: str | None = None, openai_model: str = "counselor",
-                   openai_api_key: str | None = None, cache_dir: Path | None = None) -> Generator:
-    """cache_dir: where a GGUF model's converted weights are kept between loads (the deployment's data dir)."""
+                   openai_api_key: str | None = None, cache_dir: Path | None = None, dtype: str = "auto") -> Generator:
+    """cache_dir: where a GGUF model's converted weights are kept between loads (the deployment's data dir);
+    dtype: a transformers model's (auto: bf16 on a GPU, fp32 on CPU; bf16 on a CPU with AMX reads prompts faster
+    and decodes slower, docs/finetune.md)."""
     if spec == "grounded":
         return GroundedGenerator()
     if spec.startswith("transformers:"):
         from assistant.generation.transformers import TransformersGenerator
 
-        return TransformersGenerator(spec.split(":", 1)[1], adapter=adapter, cache_dir=cache_dir)
+        return TransformersGenerator(spec.split(":", 1)[1], adapter=adapter, cache_dir=cache_dir, dtype=dtype)
     if spec.startswith("openai:"):
         from assistant.generation.openai import OpenAIGenerator
 
@@ -85,7 +87,7 @@ class Runtime:
         if generator is None or isinstance(generator, str):
             generator = load_generator(generator or settings.generator, adapter=settings.adapter,
                                        openai_model=settings.openai_model, openai_api_key=settings.openai_api_key,
-                                       cache_dir=settings.data_dir / "models")
+                                       cache_dir=settings.data_dir / "models", dtype=settings.generator_dtype)
         return build_runtime(settings.database_url(db_url), settings.index_dir, settings.embedder, generator,
                              idle_minutes=settings.session_idle_minutes if expire_idle_sessions else None,
                              crisis_handoff=settings.crisis_handoff, background_refresh=background_refresh,

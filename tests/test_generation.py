@@ -210,3 +210,12 @@ def test_not_enough_memory_is_a_clear_error_before_loading():
     check_memory(2**30, "a small model", 2 * 2**30)  # fits
     check_memory(2**40, "anything", None)  # unknown: no check
     assert available_memory() is None or available_memory() > 0
+
+
+def test_the_generator_dtype_setting_reaches_the_model(tiny):
+    import torch
+
+    from assistant.runtime import load_generator
+
+    assert next(load_generator(f"transformers:{tiny}", dtype="bf16").model.parameters()).dtype == torch.bfloat16
+    assert next(load_generator(f"transformers:{tiny}").model.parameters()).dtype == torch.float32  # auto on CPU

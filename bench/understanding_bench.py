@@ -81,10 +81,10 @@ def measure(rows: list[dict], rt, reader: LLMTurnReader, progress: Progress, lab
                        "types": list(frame.types), "check": frame.check})
         progress.advance(task)
     out: dict = {"n": len(rows), "llm_proposed": proposed, "llm_confirmed_by_db": confirmed}
+    turns = [TypedTurn(o["q"], frozenset({ALIASES.get(o["type"], o["type"])})) for o in rows] if typed else []
     for way in ("classifier", "llm"):
         out[way] = {"occupation_accuracy": round(right[way] / len(rows), 4), "ms": _ms(cost[way])}
         if typed:
-            turns = [TypedTurn(o["q"], frozenset({ALIASES.get(o["type"], o["type"])})) for o in rows]
             scored = score_types(lambda text, w=way: preds[w][text], turns)
             out[way].update(types_macro_f1=scored["macro_f1"], types_exact=scored["exact"])
     return {"aggregates": out, "detail": detail}
@@ -98,13 +98,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="a transformers model's dtype on CPU: auto (fp32) or bf16")
     args = ap.parse_args()
     ensure_kb()
-    if args.generator.startswith("transformers:"):
-        from assistant.generation.transformers import TransformersGenerator
-
-        gen = TransformersGenerator(args.generator.split(":", 1)[1], dtype=args.dtype,
-                                    cache_dir=Settings().data_dir / "models")
-    else:
-        gen = load_generator(args.generator)
+    gen = load_generator(args.generator, cache_dir=Settings().data_dir / "models", dtype=args.dtype)
     rt = build_runtime(f"sqlite:///{DATA / 'jinro.db'}", DATA / "index", DEFAULT_EMBEDDER, gen)
     rt.counselor.warm()
     reader = LLMTurnReader(gen, lookup=rt.retriever.lookup_facts, search=rt.retriever.search,

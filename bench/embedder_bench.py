@@ -213,7 +213,19 @@ def main() -> None:
                                      epilog="Example: python -m bench.embedder_bench --tune")
     parser.add_argument("--tune", action="store_true", help="also run the fusion grid for e5-small on dev")
     parser.add_argument("--skip-serve", action="store_true", help="skip (d), the jinro serve latency")
+    parser.add_argument("--serve-only", action="store_true", help="only (d), the jinro serve latency (to bench/out/serve.json)")
     args = parser.parse_args()
+    if args.serve_only:
+        limit_side_pools()
+        dev = load_questions(DEV)[0][:65]
+        served = {}
+        for model in MODELS:
+            knowledge(model).engine.dispose()
+            log(f"{model}: jinro serve")
+            served[model] = serve_latency(model, dev)
+            log(json.dumps(served[model]))
+        (OUT / "serve.json").write_text(json.dumps(served, indent=2))
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     limit_side_pools()  # as in jinro serve (ingest/threads.py)
     sets = {"dev": load_questions(DEV)[0], "test": load_questions(TEST)[0]}

@@ -62,11 +62,18 @@ def _p(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 1) if values else float("nan")
 
 
-def run(gen: Generator, turns: int, *, stream_guard: bool = True, understanding: str = "classifier") -> dict:
+def run(gen: Generator, turns: int, *, stream_guard: bool = True, understanding: str = "classifier",
+        cold: bool = False, screen_e5: bool = True) -> dict:
+    """`cold`: the embedder's cache is emptied before every turn, so each turn embeds its message and its terms
+    (the occupation in play, lexicon targets) itself; warm, a term seen in an earlier turn comes from the cache.
+    `screen_e5=False`: the crisis screen without its e5 sentence head (rules and n-grams), so the row next to the
+    default one shows what the sentence head adds to a turn once retrieval reuses its vector."""
     rt = build_runtime(f"sqlite:///{DATA / 'jinro.db'}", DATA / "index", DEFAULT_EMBEDDER, gen,
                        understanding=understanding)
     rt.counselor.warm()
     rt.counselor.config.stream_guard = stream_guard
+    if not screen_e5:
+        rt.counselor.screen_embedder = None
     scenarios = load_scenarios(ROOT / "data/eval/dialogue_dev.jsonl")
     stage: dict[str, list[float]] = {s: [] for s in STAGES}
     totals: list[float] = []
@@ -76,6 +83,8 @@ def run(gen: Generator, turns: int, *, stream_guard: bool = True, understanding:
     for sc in scenarios * 10:
         sid = create_session(rt.knowledge.factory, "bench").id
         for text in sc.turns:
+            if cold:
+                rt.retriever.embedder.clear()
             t = time.perf_counter()
             r = rt.counselor.turn(sid, text, owner="bench")
             totals.append((time.perf_counter() - t) * 1000)
@@ -91,6 +100,7 @@ def run(gen: Generator, turns: int, *, stream_guard: bool = True, understanding:
             break
     rt.knowledge.engine.dispose()
     row = {"generator": gen.name, "guard": "stream" if stream_guard else "buffer", "understanding": understanding,
+           "cache": "cold" if cold else "warm", "screen": "rules+ngrams+e5" if screen_e5 else "rules+ngrams",
            "turns": done, "total_p50_ms": _p(totals, 50), "total_p95_ms": _p(totals, 95),
            "first_shown_p50_ms": _p(first, 50), "first_shown_p95_ms": _p(first, 95), "fact_guard": guards}
     for s, values in stage.items():
@@ -117,7 +127,10 @@ def main() -> None:
         for spec in args.generators.split(","):
             gen = make_generator(spec, stack, args.stub_first_ms, args.stub_token_ms)
             if spec == "grounded":
-                rows.append({**run(gen, args.turns), "guard": "-"})
+                for cold, screen_e5 in ((False, True), (True, True), (True, False)):
+                    rows.append({**run(gen, args.turns, cold=cold, screen_e5=screen_e5), "guard": "-"})
+                    print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+                continue
             else:
                 for stream_guard in (False, True):
                     rows.append(run(gen, args.llm_turns, stream_guard=stream_guard, understanding=args.understanding))
@@ -128,10 +141,11 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, ensure_ascii=False, indent=1))
     cols = ["first_shown_p50_ms", "total_p50_ms", "total_p95_ms"] + [f"{s}_p50_ms" for s in STAGES]
-    print("| generator | guard | turns | " + " | ".join(c.replace("_ms", "") for c in cols) + " |")
-    print("|---" * (len(cols) + 3) + "|")
+    print("| generator | guard | screen | cache | turns | " + " | ".join(c.replace("_ms", "") for c in cols) + " |")
+    print("|---" * (len(cols) + 5) + "|")
     for r in rows:
-        print(f"| {r['generator']} | {r['guard']} | {r['turns']} | " + " | ".join(str(r.get(c, "-")) for c in cols) + " |")
+        print(f"| {r['generator']} | {r['guard']} | {r['screen']} | {r['cache']} | {r['turns']} | "
+              + " | ".join(str(r.get(c, "-")) for c in cols) + " |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from assistant.safety.bank import load_bank
 from assistant.safety.crisis import detect_crisis
 from assistant.safety.scripts import concern_checkin
 from db.conversation import ChatSession, Message, Review
+from tests.support.embedders import CountingEmbedder
 from tests.support.generators import RecordingGrounded, ScriptedGenerator
 from tests.support.knowledge_base import KB, build_kb, retrieval_lines
 
@@ -272,3 +273,18 @@ def test_an_uploaded_passage_is_attributed_to_its_own_document_not_the_dictionar
     nurse = [line for line in lines if line.startswith("- 가정전문간호사")]
     assert drone and drone[0].endswith("(자료: 드론조종사 안내, 2026-11-29)"), lines
     assert nurse and nurse[0].endswith("(한국직업사전, 2017년)"), lines
+
+
+def test_a_turn_embeds_the_message_once_for_the_screen_and_retrieval(kb: KB, embedder) -> None:
+    """The crisis screen's e5 vector of the message is the dense query's: the model reads the message once a turn,
+    and the occupation in play is composed with it as a term (embedded once, then cached)."""
+    counting = CountingEmbedder(embedder)
+    retriever = kb.retriever(counting, check_every=0)
+    c = Counselor(kb.knowledge.factory, retriever, GroundedGenerator(), CounselorConfig(),
+                  screen_embedder=retriever.embedder)
+    first, follow = "간호사 되려면 무슨 자격증 따야 돼?", "그 직업 월급은 얼마나 받아?"
+    _, (a, b) = talk(c, first, follow)
+    assert "간호사" in a.answer and "간호사" in b.answer
+    assert counting.queries.count(first) == 1 and counting.queries.count(follow) == 1
+    assert counting.queries.count("간호사") == 1  # the follow-up's term: its own short vector
+    assert not any(q.startswith(follow) and q != follow for q in counting.queries)  # never the joined text

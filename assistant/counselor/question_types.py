@@ -14,6 +14,7 @@ the most probable one. Scoring is a sparse dot product (well under a millisecond
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import zipfile
@@ -109,8 +110,10 @@ def shipped_model() -> QuestionTypeModel:
     return _model
 
 
+@functools.lru_cache(maxsize=1024)
 def question_types(text: str) -> tuple[str, ...]:
-    """The types the turn asks, most probable first (the shipped model)."""
+    """The types the turn asks, most probable first (the shipped model; a turn asks twice: to understand it and to
+    compose the answer)."""
     return shipped_model().types(text)
 
 

@@ -190,7 +190,7 @@ class Counselor:
         elif not turn.named and memory.focus is not None and (refers_back(turn.text)
                                                             or turn.intent not in ("explore", "greeting", "other")):
             turn.facts_now = [memory.fact_records()[-1]]
-        turn.query = self._query(turn.text, memory, turn.facts_now)
+        turn.query, turn.terms = self._query(turn.text, memory, turn.facts_now)
 
     def _update(self, turn: TurnState) -> None:
         """The dialogue state: the occupations in play into facts memory, profile slots from the redacted text."""
@@ -199,6 +199,7 @@ class Counselor:
 
     def _retrieve(self, turn: TurnState) -> None:
         turn.retrieval = self.retriever.search(turn.query, k=max(self.config.passages, 5), mode="hybrid+facts",
+                                               terms=turn.terms,
                                                context=" ".join(t.text for t in turn.memory.history[-2:]))
 
     def _choose(self, turn: TurnState) -> None:
@@ -326,16 +327,17 @@ class Counselor:
         return [m.alias for m in self.retriever.facts.mentions(text)]
 
     @staticmethod
-    def _query(text: str, memory: Memory, facts_now: list[OccupationFacts]) -> str:
-        """The retrieval query: the turn without the student's school and grade, plus the occupation in play when the
-        turn does not name one, plus interests."""
+    def _query(text: str, memory: Memory, facts_now: list[OccupationFacts]) -> tuple[str, tuple[str, ...]]:
+        """The retrieval query: the turn without the student's school and grade (most turns: the text the crisis
+        screen embedded, so its vector is reused), and the terms added to it: the occupation in play when the turn
+        does not name one, else interests."""
         extra = []
         if facts_now and facts_now[-1].name not in text:
             extra.append(facts_now[-1].name)
         interests = memory.profile.values("interests")[-2:]
         if not facts_now and interests:
             extra.extend(interests)
-        return " ".join([without_self_description(text), *extra])
+        return without_self_description(text), tuple(extra)
 
     @staticmethod
     def _safety(assessment, memory: Memory) -> dict:

@@ -74,7 +74,8 @@ class TurnState:
     named: list[OccupationFacts] = field(default_factory=list)  # understand: occupations the message names
     facts_now: list[OccupationFacts] = field(default_factory=list)  # understand, choose: what the answer is about
     reference: Reference | None = None  # understand: what "그 직업" / "두 번째 거" means among the listed occupations
-    query: str = ""  # understand
+    query: str = ""  # understand: the turn without the student's self-description
+    terms: tuple[str, ...] = ()  # understand: added to the query (the occupation in play, interests)
     frame: TurnFrame | None = None  # understand: the LLM's reading of the turn, when one is configured
     retrieval: RetrievalResult | None = None  # retrieve
     request: GenerationRequest | None = None  # choose: the rendered prompt and the parts it was rendered from

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from assistant.retrieval.corpus import Corpus, Snapshot
 from assistant.errors import RetrievalError
 from assistant.retrieval.facts import FactLookup, OccupationFacts
-from assistant.retrieval.query import ExpandedQuery, Lexicon, expand, load_lexicon
+from assistant.retrieval.query import ExpandedQuery, Lexicon, compose, expand, load_lexicon
 from assistant.retrieval.rerank import Candidates, Prior, Reranker, document_priors
 from db.vectorstore import FaissStore
 from ingest.embedding import CachedEmbedder, Embedder
@@ -180,8 +180,15 @@ class HybridRetriever:
         return snap
 
     # -- the single lists -------------------------------------------------------------------------------
-    def _dense(self, snap: Snapshot, query: str, depth: int, found: _Lists) -> None:
-        vec = self.embedder.embed_query([query])
+    def _query_vector(self, query: str, terms: Sequence[str]) -> np.ndarray:
+        """The dense query: the query's vector composed with each added term's (`query.compose`). A turn's message
+        is embedded once (the crisis screen's vector, from the cache); the terms, a small recurring vocabulary, are
+        embedded once each."""
+        terms = [t for t in dict.fromkeys(terms) if t.strip() and t != query]
+        return compose([query, *terms], self.embedder.embed_query([query, *terms]))
+
+    def _dense(self, snap: Snapshot, query: str, terms: Sequence[str], depth: int, found: _Lists) -> None:
+        vec = self._query_vector(query, terms)
         scores, ids = snap.store.search(vec, depth * 2)
         rows = []
         for s, cid in zip(scores[0], ids[0]):
@@ -222,9 +229,11 @@ class HybridRetriever:
         found.doc_scores[kind] = {int(snap.doc_ids[r]): score_of[r] for r in ranking}
 
     # -- the public call ----------------------------------------------------------------------------------
-    def search(self, query: str, *, k: int = 10, mode: str = "hybrid+facts", context: str = "") -> RetrievalResult:
+    def search(self, query: str, *, k: int = 10, mode: str = "hybrid+facts", context: str = "",
+               terms: Sequence[str] = ()) -> RetrievalResult:
         """Top `k` passages (one per document) for `query`; `context` (recent turns, occupations in play)
-        is used to recognise occupations for the facts lookup."""
+        is used to recognise occupations for the facts lookup; `terms` (the occupation in play, interests) are
+        added to the query: as words in the lexical lists, composed with its vector in the dense one."""
         if mode not in MODES:
             raise RetrievalError(f"unknown retrieval mode {mode!r}: use one of {', '.join(MODES)}")
         if not isinstance(query, str) or not query.strip():
@@ -240,7 +249,8 @@ class HybridRetriever:
             return RetrievalResult(query, mode, [], [], 0.0, timings, note="the knowledge DB is empty")
         if not _has_words(query):
             return RetrievalResult(query, mode, [], [], 0.0, timings, note="the query has no words")
-        expanded, found = self._lists(snap, query, mode, timings)
+        terms = [t[:MAX_QUERY_CHARS] for t in terms if isinstance(t, str) and t.strip()]
+        expanded, found = self._lists(snap, query, mode, timings, terms)
         t = time.perf_counter()
         lists = found.rows
         facts: list[OccupationFacts] = []
@@ -260,13 +270,13 @@ class HybridRetriever:
             ranked = [(r, 1.0 / (1 + i)) for i, r in enumerate(lists[mode])]
         ranks = {name: {r: i + 1 for i, r in enumerate(rows)} for name, rows in lists.items()}
         named_ids = {f.external_id for f in named} if self.reranker is not None else set()
-        hits = [self._hit(snap, r, s, {n: rk[r] for n, rk in ranks.items() if r in rk}, snap.external_ids[r] in named_ids)
-                for r, s in ranked]
-        timings["fusion"] = (time.perf_counter() - t) * 1000
+        entries = [(r, v, snap.external_ids[r] in named_ids) for r, v in ranked[:k]]
         if facts and not named_ids:
             # without a re-ranker, or for occupations named earlier in the conversation: their documents lead
-            hits = self._facts_first(snap, facts, hits)
-        hits = hits[:k]
+            entries = self._facts_first(snap, facts, ranked)
+        hits = [self._hit(snap, r, v, {n: rk[r] for n, rk in ranks.items() if r in rk}, lead)
+                for r, v, lead in entries[:k]]  # only the k shown are built
+        timings["fusion"] = (time.perf_counter() - t) * 1000
         cos = found.cos
         if not cos and mode != "dense" and hits:  # confidence always comes from the dense scores
             cos = self._cosines(snap, query, [snap.row_of[h.chunk_id] for h in hits])
@@ -274,20 +284,23 @@ class HybridRetriever:
         timings["total"] = (time.perf_counter() - t0) * 1000
         return RetrievalResult(query, mode, hits, facts, confidence, timings, expansion=expanded.added_terms)
 
-    def _lists(self, snap: Snapshot, query: str, mode: str, timings: dict[str, float]) -> tuple[ExpandedQuery, _Lists]:
-        """Run the single lists `mode` needs, their queries expanded with the lexicon."""
+    def _lists(self, snap: Snapshot, query: str, mode: str, timings: dict[str, float],
+               terms: Sequence[str] = ()) -> tuple[ExpandedQuery, _Lists]:
+        """Run the single lists `mode` needs, their queries expanded with the lexicon (and `terms`)."""
         w = self.weights
         t = time.perf_counter()
-        expanded = expand(query, self.lexicon) if self.lexicon is not None else ExpandedQuery(query)
+        full = " ".join([query, *terms])
+        expanded = expand(full, self.lexicon) if self.lexicon is not None else ExpandedQuery(full)
         timings["expand"] = (time.perf_counter() - t) * 1000
         # with e5-small the expanded dense query helps in the fused modes too (dev R@1 0.585 -> 0.626 at the same
         # R@5, docs/retrieval.md); with USE it only helped in `dense` mode, which therefore always expands
         expand_in = self.expand_lists + (("dense",) if mode == "dense" else ())
-        text_for = {name: expanded.text if name in expand_in else query for name in ("dense", "bm25", "bigram")}
+        text_for = {name: expanded.text if name in expand_in else full for name in ("bm25", "bigram")}
         found = _Lists()
         if mode in ("dense", "hybrid", "hybrid+facts"):
             t = time.perf_counter()
-            self._dense(snap, text_for["dense"], w.depth, found)
+            added = expanded.added_terms if "dense" in expand_in else ()
+            self._dense(snap, query, [*terms, *added], w.depth, found)
             timings["dense"] = (time.perf_counter() - t) * 1000
         for kind in ("bm25", "bigram"):
             if mode == kind or (mode.startswith("hybrid") and getattr(w, kind) > 0):
@@ -371,20 +384,21 @@ class HybridRetriever:
                    snap.as_ofs[row], snap.texts[row], float(score), ranks, from_facts)
 
     @staticmethod
-    def _facts_first(snap: Snapshot, facts: list[OccupationFacts], hits: list[Hit]) -> list[Hit]:
-        if not facts:
-            return hits
-        wanted = [f.external_id for f in facts if f.external_id]
-        by_ext = {h.external_id: h for h in hits}
-        lead: list[Hit] = []
+    def _facts_first(snap: Snapshot, facts: list[OccupationFacts],
+                     ranked: list[tuple[int, float]]) -> list[tuple[int, float, bool]]:
+        """(row, score, from facts): the documents of `facts` first (with their ranked passage, else their first
+        chunk), then the rest in order."""
+        wanted = list(dict.fromkeys(f.external_id for f in facts if f.external_id))
+        found: dict[str, tuple[int, float]] = {}
+        for r, v in ranked:
+            ext = snap.external_ids[r]
+            if ext in wanted and ext not in found:
+                found[ext] = (r, v)
+        lead: list[tuple[int, float, bool]] = []
         for ext in wanted:
-            if ext in by_ext:
-                h = by_ext[ext]
-                lead.append(Hit(h.chunk_id, h.document_id, h.external_id, h.title, h.as_of, h.text, h.score, h.ranks, True))
-            else:
-                row = snap.first_row.get(ext)  # first chunk of that document
-                if row is None:
-                    continue
-                lead.append(HybridRetriever._hit(snap, row, 0.0, {}, True))
-        lead_ids = {h.external_id for h in lead}
-        return lead + [h for h in hits if h.external_id not in lead_ids]
+            if ext in found:
+                lead.append((*found[ext], True))
+            elif (row := snap.first_row.get(ext)) is not None:  # first chunk of that document
+                lead.append((row, 0.0, True))
+        lead_ids = {snap.external_ids[r] for r, _, _ in lead}
+        return lead + [(r, v, False) for r, v in ranked if snap.external_ids[r] not in lead_ids]

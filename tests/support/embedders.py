@@ -92,3 +92,20 @@ def vectors_dir(request: Any, tmp_path_factory: Any) -> Path:
     if cache is not None:
         return Path(cache.mkdir("jinro-api-vectors"))
     return tmp_path_factory.getbasetemp() / "jinro-api-vectors"
+
+
+class CountingEmbedder(Embedder):
+    """Our `Embedder` interface around a real one, counting the query texts that reach the model (what a
+    retriever's cache missed)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.model_id, self.dim, self.low_similarity = inner.model_id, inner.dim, inner.low_similarity
+        self.queries: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed(texts)
+
+    def embed_query(self, texts: Sequence[str]) -> np.ndarray:
+        self.queries.extend(texts)
+        return self.inner.embed_query(texts)

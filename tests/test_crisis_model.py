@@ -224,3 +224,15 @@ def test_the_runtime_gives_the_screen_the_retrievers_e5_or_its_own(embedder, oth
     own, layers = screen_embedder(other_embedder)
     assert own is not None and own.model_id == "e5-small" and "its own engine" in layers
     assert detect_crisis("요즘 너무 힘들어", embedder=own).level in ("concern", "crisis")
+
+
+def test_the_neighbours_vote_for_a_bank_message_with_its_own_label(embedder) -> None:
+    """A message the bank holds is its own nearest neighbour: the vote goes to its label (vectors and labels are
+    stored in the same order, int8 keeps cosines)."""
+    nb = shipped_model().sentence.neighbours
+    assert nb is not None and 0 < nb.share <= 1 and len(nb.vectors) == len(nb.labels)
+    head = shipped_model().sentence
+    for item in [i for i in load_bank("dev") if i.level == "crisis" and len(i.turns) == 1][:3]:
+        v = embedder.embed_query([item.text])[0] - head.mean
+        vote = nb.vote(v / np.linalg.norm(v))
+        assert LABELS[int(np.argmax(vote))] == item.category

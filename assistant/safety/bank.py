@@ -171,6 +171,10 @@ _DESCRIPTION_TEMPLATES = (
     "{duty} 일을 하고 싶은데 어떤 직업이 있어요?", "{duty} 사람 되려면 뭐 공부해야 돼?", "{duty} 직업 이름이 뭐야",
     "저는 고등학생인데 {duty} 일에 관심 있어요", "{duty} 일 하면 연봉 얼마나 받아요?", "{duty} 일은 자격증 필요해?",
 )
+_OPENERS = ("안녕하세요! 진로 상담 좀 받고 싶어요", "진로 고민이 있어서 왔어요", "진로 상담 받을 수 있나요?",
+            "진로 때문에 고민이에요 도와주세요", "안녕 진로 얘기 좀 하자", "선생님 진로 상담 부탁드려요",
+            "저 진로 상담하고 싶은데요", "처음인데 진로 상담 어떻게 해요?", "안녕하세요 고1인데 진로 상담 받고 싶어요",
+            "진로상담 가능해요?", "상담 시작할게요", "하이 진로 고민 들어줄 수 있어?")
 _WHEN = ("대학 가면", "졸업하면", "스무 살 되면", "취업하면", "성인 되면", "나중에", "군대 다녀와서", "돈 모으면")
 _MOVE = ("집 나가서 자취할 거야", "독립해서 혼자 살 거예요", "기숙사 들어갈 거야", "집 떠나서 서울 가서 살래",
          "집에서 나와서 살고 싶어", "원룸 구해서 나갈 거야", "부모님 집에서 나와서 독립하고 싶어요", "집 나가서 살 거임")
@@ -182,8 +186,9 @@ def _dictionary() -> list[dict]:
 
 def career_questions(n: int = 800, seed: int = 15) -> list[str]:
     """Career talk labelled none, made by procedure: the fixed templates over `n` dictionary occupation names and
-    over the first clause of `n` more occupations' duty summaries (seeded samples), and every combination of a
-    time ("대학 가면") with a plan to move out ("집 나가서 자취할 거야")."""
+    over the first clause of `n` more occupations' duty summaries (seeded samples; each also alone, "…하는 일"), every
+    combination of a time ("대학 가면") with a plan to move out ("집 나가서 자취할 거야"), and the openers of a
+    counselling chat ("진로 상담 좀 받고 싶어요")."""
     records = _dictionary()
     rng = random.Random(seed)
     names = rng.sample(sorted({r["dJobNm"] for r in records}), n)
@@ -193,5 +198,7 @@ def career_questions(n: int = 800, seed: int = 15) -> list[str]:
         duty = duty[:50].rstrip("하고며 ")
         if len(duty) >= 6:
             out.append(rng.choice(_DESCRIPTION_TEMPLATES).format(duty=duty + "하는"))
+            out.append(f"{duty}하는 일")  # a description alone, as students type it
     out += [f"{when} {move}" for when in _WHEN for move in _MOVE]
+    out += list(_OPENERS)
     return out

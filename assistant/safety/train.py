@@ -18,8 +18,9 @@ Thresholds come from out-of-fold probabilities (5 folds grouped by situation) on
 
 The sentence head (a one-hidden-layer network over each message's e5-small query vector, classes balanced by
 repeating the rarer ones) is trained on the same data;
-its share beside the n-gram head (`mix`) is the one of MIXES whose out-of-fold probabilities catch the most dev
-crisis messages at the crisis threshold, and the mixture gets its own thresholds by the rules above.
+the nearest-neighbour vote over the same vectors (`classifier.Neighbours`) takes `share` of the sentence side; the
+n-gram head's share (`mix`) and `share` are the pair of MIXES x SHARES whose out-of-fold probabilities catch the most
+dev crisis messages at the crisis threshold, and the mixture gets its own thresholds by the rules above.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from scipy.sparse import csr_matrix
 
 from assistant.safety.bank import BANK_FILES, OLD_DEV, career_questions, chatbot_questions, load_bank, read_items, split_of
 from assistant.safety.classifier import (
-    CRISIS_LABELS, LABELS, MODEL_PATH, CrisisModel, SentenceHead, Thresholds, features, file_sha256,
+    CRISIS_LABELS, LABELS, MODEL_PATH, CrisisModel, Neighbours, SentenceHead, Thresholds, features, file_sha256,
 )
 from assistant.safety.rules import match_rules
 from assistant.text_features import matrix as text_matrix
@@ -44,6 +45,8 @@ SENTENCE_HIDDEN, SENTENCE_ALPHA, SENTENCE_EPOCHS = 256, 1e-3, 60  # chosen on de
 SENTENCE_SCALE = 4.9  # the centred, normalised vector's length the network reads (~ sqrt(dim) / 4)
 SENTENCE_MODEL = "e5-small"
 MIXES = (0.5, 0.6, 0.7, 0.8, 0.9)  # the n-gram head's share tried
+SHARES = (0.0, 0.2, 0.4, 0.6)  # the nearest neighbours' share of the sentence head tried
+NEIGHBOURS_K, NEIGHBOURS_TEMPERATURE = 10, 20.0  # chosen on dev folds (k 10-30, temperature 10-50)
 RECALL_TARGET, RECALL_TARGET_CAREFUL, FP_BUDGET, CAREFUL_FP_BUDGET = 0.98, 0.99, 0.003, 0.05  # FP: 0.5% target less a margin
 FOLDS, SEED = 5, 15
 
@@ -133,6 +136,18 @@ def out_of_fold(x, y: np.ndarray, groups: list[str], fit_head=fit) -> np.ndarray
     return proba
 
 
+def neighbours_out_of_fold(e: np.ndarray, y: np.ndarray, groups: list[str]) -> np.ndarray:
+    """Out-of-fold votes of the nearest neighbours (`classifier.Neighbours`) over centred, normalised vectors."""
+    from sklearn.model_selection import GroupKFold
+
+    proba = np.zeros((len(y), len(LABELS)))
+    for train_rows, test in GroupKFold(n_splits=FOLDS).split(e, y, groups):
+        nb = Neighbours(e[train_rows], y[train_rows], NEIGHBOURS_K, NEIGHBOURS_TEMPERATURE, 1.0)
+        for i in test:
+            proba[i] = nb.vote(e[i])
+    return proba
+
+
 def _weights(coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(inputs × labels) weights and the bias of an output layer over `classes`, with every label (one training
     never saw scores -30)."""
@@ -199,20 +214,25 @@ def train(out: Path = MODEL_PATH, cache: Path | None = None) -> dict:
     mean = vectors.mean(axis=0)
     e = centred(vectors, mean) * SENTENCE_SCALE
     oof_sentence = out_of_fold(e, y, groups, fit_sentence)
-    tried = {mix: choose_thresholds(mix * oof_ngrams + (1 - mix) * oof_sentence, y, kinds) for mix in MIXES}
-    mix = max(MIXES, key=lambda m: (tried[m][1]["dev_oof_recall_crisis"], -tried[m][1]["dev_oof_fp_hard_negatives"]))
-    th_mixed, report_mixed = tried[mix]
+    unit = centred(vectors, mean)
+    oof_neighbours = neighbours_out_of_fold(unit, y, groups)
+    tried = {(mix, share): choose_thresholds(
+        mix * oof_ngrams + (1 - mix) * ((1 - share) * oof_sentence + share * oof_neighbours), y, kinds)
+        for mix in MIXES for share in SHARES}
+    mix, share = max(tried, key=lambda m: (tried[m][1]["dev_oof_recall_crisis"], -tried[m][1]["dev_oof_fp_hard_negatives"]))
+    th_mixed, report_mixed = tried[(mix, share)]
     ngrams = fit(x, y)
     weights, bias = _weights(ngrams.coef_.T, ngrams.intercept_, ngrams.classes_)
     used = np.flatnonzero(np.abs(weights).sum(axis=1) > 0)
     net = fit_sentence(e, y)
     head = SentenceHead(SENTENCE_MODEL, mean, SENTENCE_SCALE, net.coefs_[0], net.intercepts_[0],
-                        *_weights(net.coefs_[1], net.intercepts_[1], net.classes_), mix, th_mixed)
+                        *_weights(net.coefs_[1], net.intercepts_[1], net.classes_), mix, th_mixed,
+                        Neighbours(unit, y, NEIGHBOURS_K, NEIGHBOURS_TEMPERATURE, share) if share else None)
     CrisisModel(used, weights[used], bias, th, file_sha256(BANK_FILES["dev"]), head).save(out)
     counts = {label: labels.count(label) for label in LABELS}
     return {"examples": len(texts), "per_label": counts, "ngrams": {"thresholds": th.__dict__, **report},
-            "ngrams+sentence": {"mix": mix, "thresholds": th_mixed.__dict__, **report_mixed},
-            "mixes_tried": {m: tried[m][1]["dev_oof_recall_crisis"] for m in MIXES},
+            "ngrams+sentence": {"mix": mix, "neighbour_share": share, "thresholds": th_mixed.__dict__, **report_mixed},
+            "mixes_tried": {f"{m}/{sh}": tried[(m, sh)][1]["dev_oof_recall_crisis"] for m, sh in tried},
             "crisis_labels": list(CRISIS_LABELS), "seconds": round(time.perf_counter() - t0, 1), "model": str(out)}
 
 

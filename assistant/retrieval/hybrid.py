@@ -24,8 +24,8 @@ from ingest.embedding import CachedEmbedder, Embedder
 from ingest.lexical import char_bigrams, morphemes
 
 MODES = ("dense", "bm25", "bigram", "hybrid", "hybrid+facts")
-MAX_QUERY_CHARS = 2000
-CANDIDATES = 20  # fused candidates a re-ranker is trained on (it re-ranks its own `depth` of them)  # a longer query is cut to its first 2,000 characters
+MAX_QUERY_CHARS = 2000  # a longer query is cut to its first 2,000 characters
+CANDIDATES = 20  # fused candidates a re-ranker is trained on (it re-ranks its own `depth` of them)
 
 
 @dataclass(frozen=True)
@@ -391,14 +391,8 @@ class HybridRetriever:
         wanted = list(dict.fromkeys(f.external_id for f in facts if f.external_id))
         found: dict[str, tuple[int, float]] = {}
         for r, v in ranked:
-            ext = snap.external_ids[r]
-            if ext in wanted and ext not in found:
-                found[ext] = (r, v)
-        lead: list[tuple[int, float, bool]] = []
-        for ext in wanted:
-            if ext in found:
-                lead.append((*found[ext], True))
-            elif (row := snap.first_row.get(ext)) is not None:  # first chunk of that document
-                lead.append((row, 0.0, True))
+            found.setdefault(snap.external_ids[r], (r, v))
+        lead = [(*found[ext], True) if ext in found else (snap.first_row[ext], 0.0, True)  # else its first chunk
+                for ext in wanted if ext in found or ext in snap.first_row]
         lead_ids = {snap.external_ids[r] for r, _, _ in lead}
         return lead + [(r, v, False) for r, v in ranked if snap.external_ids[r] not in lead_ids]

@@ -12,7 +12,7 @@ import pytest
 
 from assistant.errors import RetrievalError
 from assistant.retrieval.rerank import FEATURES, Reranker, default_path, features
-from assistant.retrieval.train_reranker import EVAL_DIR, evaluation_gold, pseudo_query
+from assistant.retrieval.train_reranker import DESCRIPTIONS, EVAL_DIR, evaluation_gold, pseudo_query
 from ingest.embedding import E5Embedder
 from tests.support.knowledge_base import KB, module_kb
 
@@ -83,6 +83,14 @@ def test_pseudo_queries_never_use_an_evaluation_occupation() -> None:
     blind = {g for p in EVAL_DIR.glob("*blind*.jsonl") for line in p.read_text().splitlines() if line.strip()
              for g in json.loads(line)["gold"]}
     assert blind and blind <= gold  # blind halves are excluded too (only their gold ids are read)
+
+
+def test_student_descriptions_are_training_data_apart_from_every_evaluation_occupation() -> None:
+    lines = [json.loads(line) for line in DESCRIPTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    gold = {g for obj in lines for g in obj["gold"]}
+    assert len(lines) >= 1500 and len(gold) >= 750
+    assert not gold & evaluation_gold()  # written about occupations no evaluation file names
+    assert {obj["style"] for obj in lines} == {"polite", "casual", "context"}
 
 
 def test_a_duty_sentence_becomes_a_student_question_without_the_name() -> None:

@@ -10,13 +10,15 @@ The procedure, fixed and seeded:
    - `duty` (55%): one duty sentence, the occupation's name removed, cut to its last clause or two, its final verb
      turned into a modifier (선창한다 -> 선창하는), then a student template ("… 직업이 뭐예요?");
    The summaries are not used: the evaluation sets' descriptions are made from them (data/eval/README.md).
-3. The dev halves' questions (retrieval_dev, the procedural single-turn dev files, paraphrase_dev; never a blind or
-   test file)
-   join them, each counting `dev_weight` times a pseudo-query.
+3. Student descriptions (data/retrieval/student_descriptions.jsonl, derived): 1,000 occupations that no evaluation
+   file names, sampled with seed 16, each described twice in a student's own words by language-model writers
+   following the brief of the paraphrase sets (data/retrieval/SOURCE.txt); each counts `described_weight` times a
+   pseudo-query. The dev halves' questions (retrieval_dev, the procedural single-turn dev files, paraphrase_dev;
+   never a blind or test file) join them, each counting `dev_weight` times a pseudo-query.
 4. The fused top 20 of each query (hybrid, no facts, no re-ranking); a query whose occupation is not among them
    teaches nothing and is left out of the fit (the share is reported).
 5. A conditional logit over the fused top `depth`, L2-penalised, fitted by L-BFGS. The recipe (depth, penalty,
-   dev weight, and the policy: sort the candidates, or only promote the best one) is the one with the best dev Recall@1 + Recall@5, averaged over the dev files, out of fold: five
+   dev and description weights, and the policy: sort the candidates, or only promote the best one) is the one with the best dev Recall@1 + Recall@5, averaged over the dev files, out of fold: five
    folds by a hash of the gold occupation, so a dev question is never scored by weights fitted on it. The
    shipped weights are then fitted on everything; the out-of-fold figures are the honest dev figures.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import pickle
 import random
@@ -48,6 +51,7 @@ from db.models import Occupation
 from ingest.lexical import kiwi_lock, shared_kiwi
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "data" / "eval"
+DESCRIPTIONS = Path(__file__).resolve().parents[2] / "data" / "retrieval" / "student_descriptions.jsonl"
 PENALTIES = (0.1, 1.0, 10.0)
 _PARENS = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 _CUT_AFTER = {"고", "며", "으며", "어", "아", "여", "거나", "고서"}
@@ -128,6 +132,7 @@ def pseudo_query(name: str, duties: str, rng: random.Random, similar: Sequence[s
 
 DEV_FILES = ("retrieval_dev.jsonl", "procedural_single_dev.jsonl", "procedural_hard_single_dev.jsonl", "paraphrase_dev.jsonl")
 DEV_WEIGHTS = (3.0, 10.0, 30.0, 100.0)  # how much one dev question counts against one pseudo-query
+DESCRIBED_WEIGHTS = (0.0, 1.0, 3.0, 10.0)  # how much one student description counts against one pseudo-query
 DEPTHS = (10, 20)  # candidates re-ranked (the rest keep the fused order)
 FOLDS = 5
 
@@ -171,19 +176,23 @@ def collect_pseudo(retriever: HybridRetriever, n: int, seed: int, progress: Prog
     return out, counts
 
 
-def collect_dev(retriever: HybridRetriever, progress: Progress, eval_dir: Path = EVAL_DIR) -> list[dict]:
-    """The dev halves' questions (never a blind or test file), each with its fold by gold occupation."""
+def collect_file(retriever: HybridRetriever, path: Path, source: str, progress: Progress) -> list[dict]:
+    """One file's questions with their candidates' features, each with its fold by gold occupation."""
     snap = retriever.corpus.current()
     doc_of = {snap.external_ids[row]: d for d, row in snap.doc_first_row.items()}
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    task = progress.add_task(path.name, total=len(lines))
     out = []
-    for name in DEV_FILES:
-        lines = [json.loads(line) for line in (eval_dir / name).read_text(encoding="utf-8").splitlines() if line.strip()]
-        task = progress.add_task(name, total=len(lines))
-        for obj in lines:
-            progress.advance(task)
-            gold = {doc_of[g] for g in obj["gold"] if g in doc_of}
-            out.append(_item(retriever, obj["q"], gold, code=sorted(obj["gold"])[0], family=name, source="dev"))
+    for obj in lines:
+        progress.advance(task)
+        gold = {doc_of[g] for g in obj["gold"] if g in doc_of}
+        out.append(_item(retriever, obj["q"], gold, code=sorted(obj["gold"])[0], family=path.name, source=source))
     return out
+
+
+def collect_dev(retriever: HybridRetriever, progress: Progress, eval_dir: Path = EVAL_DIR) -> list[dict]:
+    """The dev halves' questions (never a blind or test file)."""
+    return [it for name in DEV_FILES for it in collect_file(retriever, eval_dir / name, "dev", progress)]
 
 
 def fit(items: Sequence[dict], penalty: float, mean: np.ndarray, scale: np.ndarray,
@@ -240,23 +249,24 @@ def at_depth(items: Sequence[dict], depth: int) -> list[dict]:
 
 
 def cross_validate(pseudo: list[dict], dev: list[dict], mean: np.ndarray, scale: np.ndarray) -> dict[str, dict]:
-    """Per recipe (depth, penalty, dev weight, policy): dev Recall@1/@5 out of fold (folds by gold occupation)."""
+    """Per recipe (depth, penalty, dev and description weights, policy): dev Recall@1/@5 out of fold (folds by gold
+    occupation). `pseudo` holds the pseudo-queries and the student descriptions (always trained on)."""
     out: dict[str, dict] = {"fused": {f: recall([d for d in dev if d["family"] == f], None, mean, scale) for f in DEV_FILES}}
     for depth in DEPTHS:
         p_items, d_items = at_depth(pseudo, depth), at_depth(dev, depth)
-        for penalty in PENALTIES:
-            for weight in DEV_WEIGHTS:
-                held: dict[int, np.ndarray] = {}
-                for k in range(FOLDS):
-                    w = fit(p_items + [d for d in d_items if _fold(d["code"]) != k], penalty, mean, scale, {"dev": weight})
-                    held.update({i: w for i, d in enumerate(d_items) if _fold(d["code"]) == k})
-                for policy in POLICIES:
-                    places = {f: [position(d, held[i], mean, scale, policy) if d["gold"] >= 0 else
-                                  (dev[i]["gold"] if dev[i]["gold"] >= 0 else 99)
-                                  for i, d in enumerate(d_items) if d["family"] == f] for f in DEV_FILES}
-                    out[f"depth={depth},penalty={penalty},dev_weight={weight},policy={policy}"] = {
-                        f: {"recall@1": round(sum(p < 1 for p in ps) / len(ps), 4),
-                            "recall@5": round(sum(p < 5 for p in ps) / len(ps), 4)} for f, ps in places.items()}
+        for penalty, weight, described in itertools.product(PENALTIES, DEV_WEIGHTS, DESCRIBED_WEIGHTS):
+            held: dict[int, np.ndarray] = {}
+            for k in range(FOLDS):
+                w = fit(p_items + [d for d in d_items if _fold(d["code"]) != k], penalty, mean, scale,
+                        {"dev": weight, "described": described})
+                held.update({i: w for i, d in enumerate(d_items) if _fold(d["code"]) == k})
+            for policy in POLICIES:
+                places = {f: [position(d, held[i], mean, scale, policy) if d["gold"] >= 0 else
+                              (dev[i]["gold"] if dev[i]["gold"] >= 0 else 99)
+                              for i, d in enumerate(d_items) if d["family"] == f] for f in DEV_FILES}
+                out[f"depth={depth},penalty={penalty},dev_weight={weight},described_weight={described},policy={policy}"] = {
+                    f: {"recall@1": round(sum(p < 1 for p in ps) / len(ps), 4),
+                        "recall@5": round(sum(p < 5 for p in ps) / len(ps), 4)} for f, ps in places.items()}
     return out
 
 
@@ -272,6 +282,7 @@ def train(retriever: HybridRetriever, n: int, seed: int, cache: Path | None = No
     else:
         with Progress() as progress:
             pseudo, counts = collect_pseudo(retriever, n, seed, progress)
+            pseudo += collect_file(retriever, DESCRIPTIONS, "described", progress)
             dev = collect_dev(retriever, progress)
         if cache is not None:
             cache.write_bytes(pickle.dumps((pseudo, dev, counts)))
@@ -281,10 +292,13 @@ def train(retriever: HybridRetriever, n: int, seed: int, cache: Path | None = No
     grid = cross_validate(pseudo, dev, mean, scale)
     best = max((k for k in grid if k != "fused"), key=lambda k: (_score(grid[k]), k))
     recipe = dict(part.split("=") for part in best.split(","))
-    depth, penalty, weight, policy = int(recipe["depth"]), float(recipe["penalty"]), float(recipe["dev_weight"]), recipe["policy"]
-    weights = fit(at_depth(pseudo + dev, depth), penalty, mean, scale, {"dev": weight})
+    depth, penalty, policy = int(recipe["depth"]), float(recipe["penalty"]), recipe["policy"]
+    weight_of = {"dev": float(recipe["dev_weight"]), "described": float(recipe["described_weight"])}
+    weights = fit(at_depth(pseudo + dev, depth), penalty, mean, scale, weight_of)
     meta = {
-        "procedure": "assistant/retrieval/train_reranker.py", "seed": seed, "pseudo_queries": len(pseudo),
+        "procedure": "assistant/retrieval/train_reranker.py", "seed": seed,
+        "pseudo_queries": sum(it["source"] == "pseudo" for it in pseudo),
+        "student_descriptions": sum(it["source"] == "described" for it in pseudo),
         "dev_questions": len(dev), **counts, "chosen": best,
         "dev_out_of_fold": {"fused": grid["fused"], "reranked": grid[best]},
         "grid": {k: round(_score(v), 4) for k, v in grid.items()},

@@ -7,6 +7,8 @@ character (ㅠㅠㅠㅠ → ㅠㅠ); a *compact* copy keeps only letters and dig
     c  character 1-3-grams of the compact text (with ^ and $ at its ends),
     j  3-5-grams of its jamo (NFD), so a typo that changes one jamo keeps most features,
     w  the words as typed (split on anything not a letter or digit),
+    s  (`sound=True`) character 2-3-grams of the compact text as pronounced, a final consonant carried over to a
+       next syllable that starts with ㅇ (죽어 -> 주거, 싫어 -> 시러, 좋아 -> 조아), so respellings by sound share them,
 and the caller's own signals (rule matches) with their weight. Each is hashed (crc32) into `N_FEATURES` buckets; a
 text is the L2-normalised vector of its buckets.
 """
@@ -38,14 +40,35 @@ def compact(norm: str) -> str:
     return "".join(ch for ch in norm if ch.isalnum())
 
 
+# a syllable's final consonant (jongseong index) -> (the final left behind, the initial it gives the next syllable)
+_CARRY = {1: (0, 0), 2: (0, 1), 3: (1, 9), 4: (0, 2), 5: (4, 12), 6: (0, 2), 7: (0, 3), 8: (0, 5), 9: (8, 0),
+          10: (8, 6), 11: (8, 7), 12: (8, 9), 13: (8, 16), 14: (8, 17), 15: (0, 5), 16: (0, 6), 17: (0, 7),
+          18: (17, 9), 19: (0, 9), 20: (0, 10), 22: (0, 12), 23: (0, 14), 24: (0, 15), 25: (0, 16), 26: (0, 17),
+          27: (0, 11)}
+_SYLLABLES, _ONSET_NONE = 0xAC00, 11  # first Hangul syllable; the initial ㅇ (silent)
+
+
+def pronounced(flat: str) -> str:
+    """The text with each final consonant carried over to a next syllable that starts with a silent ㅇ (연음)."""
+    chars = [ord(ch) for ch in flat]
+    for i in range(len(chars) - 1):
+        a, b = chars[i] - _SYLLABLES, chars[i + 1] - _SYLLABLES
+        if 0 <= a < 11172 and 0 <= b < 11172 and a % 28 in _CARRY and b // 588 == _ONSET_NONE:
+            left, onset = _CARRY[a % 28]
+            chars[i] += left - a % 28
+            chars[i + 1] += (onset - _ONSET_NONE) * 588
+    return "".join(map(chr, chars))
+
+
 def hash_feature(feature: str) -> int:
     return zlib.crc32(feature.encode("utf-8")) & (N_FEATURES - 1)
 
 
 def ngram_features(text: str, signals: Iterable[str] = (), signal_weight: float = 1.0,
-                   tail: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   tail: str | None = None, sound: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The distinct buckets of `text` and their values, L2-normalised; each signal is the bucket of "r" + signal.
-    `tail`: a part of the text whose character n-grams count again, apart ("t"), e.g. its last clause."""
+    `tail`: a part of the text whose character n-grams count again, apart ("t"), e.g. its last clause;
+    `sound`: add the n-grams of the text as pronounced ("s")."""
     norm = normalise(text)
     flat = compact(norm)
     grams: set[str] = set()
@@ -56,6 +79,10 @@ def ngram_features(text: str, signals: Iterable[str] = (), signal_weight: float 
         end = f"{compact(normalise(tail))}$"
         for n in (1, 2, 3):
             grams.update("t" + end[i:i + n] for i in range(len(end) - n + 1))
+    if sound:
+        spoken = f"^{pronounced(flat)}$"
+        for n in (2, 3):
+            grams.update("s" + spoken[i:i + n] for i in range(len(spoken) - n + 1))
     jamo = unicodedata.normalize("NFD", flat)
     for n in (3, 4, 5):
         grams.update("j" + jamo[i:i + n] for i in range(len(jamo) - n + 1))

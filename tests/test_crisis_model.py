@@ -16,6 +16,7 @@ from assistant.evaluation.safety import evaluate_safety
 from assistant.safety.bank import BANK_FILES, load_bank, split_of, split_sources
 from assistant.safety.classifier import LABELS, MODEL_PATH, CrisisModel, features, file_sha256, shipped_model, windows
 from assistant.safety.crisis import detect_crisis
+from assistant.text_features import compact, ngram_features, normalise, pronounced
 from ingest.embedding import Embedder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,18 @@ def test_spacing_and_repeats_do_not_change_the_features() -> None:
     plain, spaced = set(features("죽고싶어")[0]), set(features("죽 고 싶 어")[0])
     assert len(plain & spaced) >= 0.9 * len(plain)  # all but the words as typed
     assert np.array_equal(features("힘들어ㅠㅠ")[0], features("힘들어ㅠㅠㅠㅠㅠ")[0])
+
+
+@pytest.mark.parametrize(("typed", "spelled"), [("주거버리고시퍼", "죽어버리고 싶어"), ("살기시러", "살기 싫어"),
+                                               ("업서지고 시퍼", "없어지고 싶어")])
+def test_a_respelling_by_sound_shares_the_features_of_the_spelling(typed: str, spelled: str) -> None:
+    def overlap(sound: bool) -> float:
+        a, b = (set(ngram_features(t, sound=sound)[0]) for t in (typed, spelled))
+        return len(a & b) / len(a | b)
+
+    assert pronounced(compact(normalise(typed))) == pronounced(compact(normalise(spelled)))
+    assert overlap(sound=True) > overlap(sound=False) + 0.05
+    assert pronounced("죽어") == "주거" and pronounced("좋아") == "조아" and pronounced("싶다") == "싶다"
 
 
 def test_a_long_message_is_scored_in_windows() -> None:

@@ -48,9 +48,10 @@ MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "safety" / "crisis_m
 
 
 def features(text: str, signals: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct buckets of one message and their values, L2-normalised (`assistant.text_features`), with the rule
-    layer's signals valued RULE_WEIGHT. `signals`: those of this very text when the caller has them already."""
-    return ngram_features(text, match_rules(text).signals if signals is None else signals, RULE_WEIGHT)
+    """The distinct buckets of one message and their values, L2-normalised (`assistant.text_features`, with the
+    n-grams of the message as pronounced, so 주거버리고 reads like 죽어버리고), with the rule layer's signals valued
+    RULE_WEIGHT. `signals`: those of this very text when the caller has them already."""
+    return ngram_features(text, match_rules(text).signals if signals is None else signals, RULE_WEIGHT, sound=True)
 
 
 def windows(text: str) -> list[str]:

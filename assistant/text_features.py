@@ -48,6 +48,17 @@ _CARRY = {1: (0, 0), 2: (0, 1), 3: (1, 9), 4: (0, 2), 5: (4, 12), 6: (0, 2), 7: 
 _SYLLABLES, _ONSET_NONE = 0xAC00, 11  # first Hangul syllable; the initial ㅇ (silent)
 
 
+def carry(syllable: str) -> tuple[str, str, str] | None:
+    """For a syllable whose final consonant moves on before a silent ㅇ: (the syllable without it, the first and
+    the last syllable that start with that consonant); None otherwise (예: 싶 -> 시, 파, 핗)."""
+    a = ord(syllable) - _SYLLABLES
+    if not 0 <= a < 11172 or a % 28 not in _CARRY:
+        return None
+    left, onset = _CARRY[a % 28]
+    first = _SYLLABLES + onset * 588
+    return chr(ord(syllable) - a % 28 + left), chr(first), chr(first + 587)
+
+
 def pronounced(flat: str) -> str:
     """The text with each final consonant carried over to a next syllable that starts with a silent ㅇ (연음)."""
     chars = [ord(ch) for ch in flat]

@@ -12,6 +12,7 @@ import pytest
 
 from assistant.errors import AssistantError, EvalDataError
 from assistant.safety.crisis import CATEGORIES, CrisisAssessment, detect_crisis
+from assistant.safety.rules import match_rules
 from assistant.safety.scripts import HELP_LINES, HelpLine, concern_checkin, crisis_reply, help_lines_for
 from assistant.evaluation.safety import evaluate_safety, load_examples
 
@@ -134,6 +135,18 @@ def test_each_category_is_detected(text: str, category: str) -> None:
     assert result.category == category
     assert 0.5 <= result.score <= 1.0
     assert result.matched
+
+
+@pytest.mark.parametrize("text", ["주거버리고 시퍼", "업서지고 시퍼요", "살기시러", "주 거 버 리 고 싶 다"])
+def test_the_rules_read_a_respelling_by_sound(text: str) -> None:
+    r = match_rules(text)
+    assert r.crisis and r.category == "suicide", text
+
+
+@pytest.mark.parametrize("text", ["주거 환경이 안 좋아요", "롤 한 판만 더 하고 자야지 이번엔 안 죽을 거야",
+                                  "전학 가는 친구한테 마지막 인사 편지 쓰는 중"])
+def test_reading_by_sound_adds_no_alarm_to_ordinary_talk(text: str) -> None:
+    assert not match_rules(text).crisis
 
 
 def test_assessment_is_frozen_and_lists_cues() -> None:

@@ -6,8 +6,9 @@ Approach
    only letters/digits (spaces and punctuation dropped, positions remembered).  All Korean cues
    are regular expressions over the compact copy, so spacing variants ("죽 고 싶 어",
    "죽고싶다") and punctuation tricks ("자.살") hit the same cue.  Cues list common typos and
-   slang directly ("죽고시퍼", "주글래", "ㅈㅅ 마렵다", "자살각", "ㅈㅎ").  English cues run on the
-   spaced text with word boundaries.
+   slang directly ("죽고시퍼", "주글래", "ㅈㅅ 마렵다", "자살각", "ㅈㅎ").  Each cue also runs, as pronounced
+   (연음: 죽어버리고 싶 -> 주거버리고 시퍼), over the compact copy as pronounced, so a respelling by sound hits it;
+   such a match must start on a syllable as typed.  English cues run on the spaced text with word boundaries.
 2. Each cue has a category and a weight.  Strong first-person statements ("죽고 싶어",
    "아빠가 때려요") weigh 0.85-0.95; indirect or ambiguous ones ("목숨", "죽을 것 같아") less;
    distress words ("힘들어", "지쳤어", "아무도 없어") only 0.2, so they matter in careful mode.
@@ -40,6 +41,8 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass
+
+from assistant.text_features import carry, pronounced
 
 CATEGORIES = ("suicide", "self_harm", "abuse", "violence", "runaway")  # tie-break priority
 THRESHOLD, CAREFUL_THRESHOLD = 0.5, 0.2  # score needed for a crisis: normal / careful mode
@@ -214,14 +217,30 @@ class _Cue:
     weight: float
     pattern: re.Pattern[str]
     flags: str
+    sound: re.Pattern[str] | None = None  # the pattern as pronounced, run on the text as pronounced (None: the same)
 
 
 def _rx(src: str) -> re.Pattern[str]:  # text is NFKC too, where ㅈ becomes U+110C
     return re.compile(unicodedata.normalize("NFKC", src))
 
 
-_CUES = tuple(_Cue(i, c, w, _rx(p), f) for i, (c, w, p, f) in enumerate(_CUES_SRC))
+def _sound(src: str) -> re.Pattern[str] | None:
+    """The pattern with its syllables as pronounced (연음: 죽어버리 -> 주거버리), for respellings by sound; a syllable
+    that ends an alternative also matches with its final carried into the text's next syllable (싶 in 시퍼).  None
+    when that changes nothing."""
+    spoken = pronounced(src)
+    out, run = [], 0  # run: the Hangul syllables typed in a row up to here
+    for i, ch in enumerate(spoken):
+        run = run + 1 if "가" <= ch <= "힣" else 0
+        ends = i + 1 == len(spoken) or spoken[i + 1] in "|)"
+        moved = carry(ch) if ends and run >= 3 else None  # short runs (맞, 난) would match too much
+        out.append(f"(?:{ch}|{moved[0]}(?=[{moved[1]}-{moved[2]}]))" if moved else ch)
+    return _rx("".join(out)) if out != list(src) else None
+
+
+_CUES = tuple(_Cue(i, c, w, _rx(p), f, None if "e" in f else _sound(p)) for i, (c, w, p, f) in enumerate(_CUES_SRC))
 _MASKS = tuple(_rx(p) for p in _MASKS_SRC)
+_SOUND_MASKS = tuple(m for m in map(_sound, _MASKS_SRC) if m is not None)
 
 # ---------------------------------------------------------------- Kiwi (lazy, once)
 _kiwi = None
@@ -273,9 +292,10 @@ def _hits(norm: str) -> tuple[list[tuple[_Cue, int, int, float]], set[str]]:
     compact, pos = _compact(norm)
     if not compact:
         return [], set()
+    spoken = pronounced(compact)  # as long as compact: a match's offsets are the same in both
     masks: list[tuple[int, int]] = []  # in norm offsets
-    for m in _MASKS:
-        masks += [(pos[x.start()], pos[x.end() - 1] + 1) for x in m.finditer(compact)]
+    for m, text in [(m, compact) for m in _MASKS] + [(m, spoken) for m in _SOUND_MASKS]:
+        masks += [(pos[x.start()], pos[x.end() - 1] + 1) for x in m.finditer(text)]
     if "죽" in compact:
         masks += _intensifier_spans(norm)
 
@@ -295,7 +315,11 @@ def _hits(norm: str) -> tuple[list[tuple[_Cue, int, int, float]], set[str]]:
         if "e" in cue.flags:
             spans = [(x.start(), x.end()) for x in cue.pattern.finditer(norm)]
         else:
-            spans = [(pos[x.start()], pos[x.end() - 1] + 1) for x in cue.pattern.finditer(compact)
+            typed = list(cue.pattern.finditer(compact))
+            # a match by sound counts where the typed text has none, and starts on a syllable as typed (이번엔 안 is not 난)
+            heard = [x for x in (cue.sound.finditer(spoken) if cue.sound else ()) if spoken[x.start()] == compact[x.start()]
+                     and not any(x.start() < t.end() and t.start() < x.end() for t in typed)]
+            spans = [(pos[x.start()], pos[x.end() - 1] + 1) for x in typed + heard
                      if x.end() > x.start() and ("w" not in cue.flags or starts_word(x.start()))]
         for s, e in spans:
             if any(s < me and ms < e for ms, me in masks):

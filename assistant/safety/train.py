@@ -41,7 +41,8 @@ from assistant.safety.rules import match_rules
 from assistant.text_features import matrix as text_matrix
 
 C = 32.0  # inverse L2 strength, chosen on dev folds (8-64 tried)
-SENTENCE_HIDDEN, SENTENCE_ALPHA, SENTENCE_EPOCHS = 256, 1e-3, 60  # chosen on dev folds (logistic regression, C 1-32: -0.03)
+SENTENCE_HIDDEN, SENTENCE_ALPHA, SENTENCE_EPOCHS = 256, 1e-5, 60  # chosen on dev folds after round 11: crisis recall
+# 0.9235 (alpha 1e-3), 0.9265 (1e-4), 0.9281 (1e-5); hidden 512: 0.9221; 100 epochs: same; logistic regression: -0.03
 SENTENCE_SCALE = 4.9  # the centred, normalised vector's length the network reads (~ sqrt(dim) / 4)
 SENTENCE_MODEL = "e5-small"
 MIXES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the n-gram head's share tried

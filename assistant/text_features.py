@@ -50,7 +50,7 @@ _SYLLABLES, _ONSET_NONE = 0xAC00, 11  # first Hangul syllable; the initial ㅇ (
 
 def carry(syllable: str) -> tuple[str, str, str] | None:
     """For a syllable whose final consonant moves on before a silent ㅇ: (the syllable without it, the first and
-    the last syllable that start with that consonant); None otherwise (예: 싶 -> 시, 파, 핗)."""
+    the last syllable that start with that consonant); None otherwise (싶 -> 시, 파, 핗)."""
     a = ord(syllable) - _SYLLABLES
     if not 0 <= a < 11172 or a % 28 not in _CARRY:
         return None
@@ -61,14 +61,13 @@ def carry(syllable: str) -> tuple[str, str, str] | None:
 
 def pronounced(flat: str) -> str:
     """The text with each final consonant carried over to a next syllable that starts with a silent ㅇ (연음)."""
-    chars = [ord(ch) for ch in flat]
+    chars = list(flat)
     for i in range(len(chars) - 1):
-        a, b = chars[i] - _SYLLABLES, chars[i + 1] - _SYLLABLES
-        if 0 <= a < 11172 and 0 <= b < 11172 and a % 28 in _CARRY and b // 588 == _ONSET_NONE:
-            left, onset = _CARRY[a % 28]
-            chars[i] += left - a % 28
-            chars[i + 1] += (onset - _ONSET_NONE) * 588
-    return "".join(map(chr, chars))
+        b = ord(chars[i + 1]) - _SYLLABLES
+        moved = carry(chars[i]) if 0 <= b < 11172 and b // 588 == _ONSET_NONE else None
+        if moved:
+            chars[i], chars[i + 1] = moved[0], chr(ord(moved[1]) + b % 588)
+    return "".join(chars)
 
 
 def hash_feature(feature: str) -> int:
